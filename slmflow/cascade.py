@@ -1,0 +1,225 @@
+"""The cascade: a skill's tiers in order, SLM first, escalating only on a recorded reason.
+
+```
+for attempt in slm_attempts:
+    answer = call SLM (temperature 0, constrained decoding)
+    verdict = judge(answer)        # parse, schema, checks, confidence, tool arguments
+    if verdict.ok: run its tool calls; if they succeed: return it (tier=slm)
+    feed verdict.errors into the next prompt
+escalate to the LLM with the last reason; same checks (no confidence floor)
+no tier succeeded: needs_review, every reason kept
+```
+
+A model error (timeout, unavailable) ends the tier at once: retrying the same endpoint after a
+full timeout costs more than escalating. Connection errors and 5xx were already retried with
+backoff inside the client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import BaseModel
+
+from slmflow.errors import ModelError, ModelTimeout, ToolError
+from slmflow.models import Completion, Endpoints, ModelClient, Tier
+from slmflow.prompts import feedback_message, render_messages
+from slmflow.results import Attempt, Escalation, EscalationReason, SkillResult
+from slmflow.skills import Skill, ToolCalls
+from slmflow.tools import InProcessExecutor, ToolCall, ToolContext, ToolExecutor, ToolRegistry
+from slmflow.verdicts import Verdict, constraint, judge
+
+__all__ = ["SkillRun", "run_skill"]
+
+
+@dataclass(frozen=True)
+class SkillRun:
+    """Where a skill runs: its endpoints, tools and executor, and the step it serves."""
+
+    endpoints: Endpoints
+    tools: ToolRegistry | None = None
+    executor: ToolExecutor | None = None
+    job_id: str = "adhoc"
+    step: str | None = None
+
+
+async def run_skill(
+    skill: Skill,
+    values: Mapping[str, Any] | BaseModel,
+    endpoints: Endpoints,
+    *,
+    tools: ToolRegistry | None = None,
+    executor: ToolExecutor | None = None,
+    job_id: str = "adhoc",
+    step: str | None = None,
+) -> SkillResult:
+    """Run one skill on one input through the cascade; never raises for a bad answer."""
+    data = values.model_dump() if isinstance(values, BaseModel) else dict(values)
+    run = SkillRun(endpoints, tools, executor or InProcessExecutor(), job_id, step or skill.name)
+    return await _Cascade(skill, data, run).run()
+
+
+class _Cascade:
+    def __init__(self, skill: Skill, values: dict[str, Any], run: SkillRun) -> None:
+        self.skill, self.values, self.run_ = skill, values, run
+        self.base_messages = render_messages(skill, values, run.tools)
+        self.result = SkillResult(skill=skill.name, status="needs_review")
+
+    def tiers(self) -> list[tuple[Tier, ModelClient, str | None, int]]:
+        tiers = [(Tier.SLM, self.run_.endpoints.slm, self.skill.model, self.skill.slm_attempts)]
+        llm = self.run_.endpoints.llm
+        if self.skill.escalate and llm is not None and self.skill.llm_attempts > 0:
+            tiers.append((Tier.LLM, llm, None, self.skill.llm_attempts))
+        return tiers
+
+    async def run(self) -> SkillResult:
+        self.result.usage.all_llm_cost = 0.0
+        tiers = self.tiers()
+        for position, (tier, client, model, attempts) in enumerate(tiers):
+            verdict = await self._run_tier(tier, client, model, attempts)
+            if verdict.ok:
+                self.result.status, self.result.tier = "ok", tier
+                self.result.answer = _jsonable(verdict.answer)
+                self.result.confidence = verdict.confidence
+                return self.result
+            assert verdict.reason is not None
+            self.result.escalations.append(
+                Escalation(
+                    skill=self.skill.name,
+                    step=self.run_.step,
+                    from_tier=tier,
+                    to="llm" if position + 1 < len(tiers) else "review",
+                    reason=verdict.reason,
+                    detail="; ".join(verdict.errors)[:500],
+                )
+            )
+        return self.result
+
+    async def _run_tier(
+        self, tier: Tier, client: ModelClient, model: str | None, attempts: int
+    ) -> Verdict:
+        messages = list(self.base_messages)
+        request = constraint(self.skill, client.endpoint.dialect, self.run_.tools)
+        verdict = Verdict.reject(EscalationReason.MODEL_UNAVAILABLE, "no attempt was made")
+        for number in range(1, attempts + 1):
+            try:
+                completion = await client.chat(
+                    messages, model=model, max_tokens=self.skill.token_budget, request=request
+                )
+            except ModelError as exc:
+                reason = (
+                    EscalationReason.TIMEOUT
+                    if isinstance(exc, ModelTimeout)
+                    else EscalationReason.MODEL_UNAVAILABLE
+                )
+                verdict = Verdict.reject(reason, str(exc))
+                self._record(
+                    tier, number, model or client.endpoint.default_model, verdict, None, client
+                )
+                return verdict
+            verdict = judge(
+                self.skill,
+                completion,
+                self.values,
+                dialect=client.endpoint.dialect,
+                tools=self.run_.tools,
+                gate_confidence=tier is Tier.SLM,
+            )
+            if verdict.ok and isinstance(self.skill.output, ToolCalls):
+                verdict = await self._execute(verdict)
+            self._record(tier, number, completion.model, verdict, completion, client)
+            if verdict.ok:
+                return verdict
+            messages = [
+                *self.base_messages,
+                feedback_message(_raw_output(completion), verdict.errors),
+            ]
+        return verdict
+
+    async def _execute(self, verdict: Verdict) -> Verdict:
+        """Run the checked calls (in parallel); a tool error fails the attempt with `tool_error`."""
+        assert self.run_.tools is not None and self.run_.executor is not None
+        calls: list[ToolCall] = verdict.answer
+        step = self.run_.step or self.skill.name
+        try:
+            results = await asyncio.gather(
+                *(
+                    self.run_.executor.run(
+                        self.run_.tools.get(call.name),
+                        call.arguments,
+                        ToolContext(self.run_.job_id, step, index),
+                    )
+                    for index, call in enumerate(calls)
+                )
+            )
+        except ToolError as exc:
+            return Verdict.reject(
+                EscalationReason.TOOL_ERROR, str(exc), confidence=verdict.confidence
+            )
+        verdict.answer = [
+            ToolCall(c.name, c.arguments, r) for c, r in zip(calls, results, strict=True)
+        ]
+        return verdict
+
+    def _record(
+        self,
+        tier: Tier,
+        number: int,
+        model: str,
+        verdict: Verdict,
+        completion: Completion | None,
+        client: ModelClient,
+    ) -> None:
+        attempt = Attempt(
+            tier=tier,
+            number=number,
+            model=model,
+            ok=verdict.ok,
+            reason=verdict.reason,
+            errors=verdict.errors,
+            confidence=verdict.confidence,
+            input_tokens=completion.input_tokens if completion else 0,
+            output_tokens=completion.output_tokens if completion else 0,
+            latency_s=completion.latency_s if completion else 0.0,
+            output=_raw_output(completion) if completion else None,
+        )
+        self.result.attempts.append(attempt)
+        cost = client.endpoint.cost(attempt.input_tokens, attempt.output_tokens)
+        self.result.usage.add_attempt(attempt, cost)
+        if completion is not None and not self.result.usage.all_llm_cost:
+            # An all-LLM run asks the LLM once with the same prompt for an answer of this size.
+            price_in, price_out = self.run_.endpoints.llm_price_per_1k
+            self.result.usage.all_llm_cost = (
+                completion.input_tokens * price_in + completion.output_tokens * price_out
+            ) / 1000
+
+
+def _raw_output(completion: Completion | None) -> Any:
+    if completion is None:
+        return None
+    if completion.tool_calls:
+        return [{"name": c.name, "arguments": c.arguments} for c in completion.tool_calls]
+    return completion.text
+
+
+def _jsonable(answer: Any) -> Any:
+    if isinstance(answer, BaseModel):
+        return answer.model_dump(mode="json")
+    if isinstance(answer, list) and answer and isinstance(answer[0], ToolCall):
+        return [
+            {"name": c.name, "arguments": c.arguments, "result": _json_safe(c.result)}
+            for c in answer
+        ]
+    return answer
+
+
+def _json_safe(value: Any) -> Any:
+    try:
+        json.dumps(value)
+        return value
+    except (TypeError, ValueError):
+        return str(value)

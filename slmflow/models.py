@@ -1,0 +1,253 @@
+"""Model endpoints: one OpenAI-compatible client per tier, and the completions they return.
+
+Foreign errors (openai, httpx) are mapped to slmflow's here and nowhere else (`map_openai_error`).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any, Literal
+
+import openai
+from tenacity import (
+    AsyncRetrying,
+    retry_if_exception,
+    stop_after_attempt,
+    wait_exponential_jitter,
+)
+
+from slmflow.errors import ModelError, ModelTimeout, ModelUnavailable
+from slmflow.settings import Settings
+
+__all__ = [
+    "Completion",
+    "Dialect",
+    "Endpoint",
+    "Endpoints",
+    "ModelClient",
+    "RawToolCall",
+    "Tier",
+    "map_openai_error",
+]
+
+
+class Tier(StrEnum):
+    """Who answered: the small model, the large one, or a human reviewer."""
+
+    SLM = "slm"
+    LLM = "llm"
+    HUMAN = "human"
+
+
+Dialect = Literal["vllm", "openai"]
+"""How to ask for constrained output: vLLM's `structured_outputs`, or plain OpenAI fields only."""
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """One OpenAI-compatible endpoint of a tier, with its prices per 1k tokens."""
+
+    tier: Tier
+    base_url: str
+    default_model: str
+    api_key: str = "EMPTY"
+    dialect: Dialect = "vllm"
+    timeout: float = 60.0
+    max_retries: int = 2
+    price_per_1k_input: float = 0.0
+    price_per_1k_output: float = 0.0
+
+    def cost(self, input_tokens: int, output_tokens: int) -> float:
+        """Estimated cost of a call with these token counts."""
+        return (
+            input_tokens * self.price_per_1k_input + output_tokens * self.price_per_1k_output
+        ) / 1000
+
+
+@dataclass(frozen=True)
+class RawToolCall:
+    """A tool call as the model wrote it: the arguments are still an unparsed JSON string."""
+
+    name: str
+    arguments: str
+    id: str = ""
+
+
+@dataclass(frozen=True)
+class Completion:
+    """One model answer with what the cascade needs to judge it."""
+
+    model: str
+    text: str | None
+    tool_calls: tuple[RawToolCall, ...]
+    finish_reason: str | None
+    input_tokens: int
+    output_tokens: int
+    token_logprobs: tuple[float, ...]
+    latency_s: float
+
+
+def _is_transient(exc: BaseException) -> bool:
+    # Timeouts are not retried: a second wait of the full timeout is worse than escalating.
+    if isinstance(exc, openai.APITimeoutError):
+        return False
+    if isinstance(exc, openai.APIConnectionError):
+        return True
+    return isinstance(exc, openai.APIStatusError) and exc.status_code >= 500
+
+
+def map_openai_error(exc: Exception, model: str, base_url: str) -> ModelError:
+    """The slmflow error for an exception raised by the openai client."""
+    if isinstance(exc, openai.APITimeoutError):
+        return ModelTimeout(f"{model} at {base_url} did not answer in time", model=model)
+    if isinstance(exc, openai.APIConnectionError):
+        return ModelUnavailable(
+            f"cannot connect to {base_url} (model {model}): is the server running?", model=model
+        )
+    if isinstance(exc, openai.APIStatusError):
+        status = exc.status_code
+        detail = _error_detail(exc)
+        error_type = ModelUnavailable if status >= 500 else ModelError
+        return error_type(
+            f"{model} at {base_url} answered {status}: {detail}", model=model, status_code=status
+        )
+    return ModelError(f"{model} at {base_url} failed: {exc!r}", model=model)
+
+
+def _error_detail(exc: openai.APIStatusError) -> str:
+    body = exc.body
+    if isinstance(body, dict):
+        message = body.get("message") or body.get("error", {})
+        if isinstance(message, dict):
+            message = message.get("message")
+        if message:
+            return str(message)[:300]
+    return exc.message[:300]
+
+
+class ModelClient:
+    """Async chat calls to one endpoint: temperature 0, logprobs, retries on transient errors."""
+
+    def __init__(self, endpoint: Endpoint) -> None:
+        self.endpoint = endpoint
+        self._client = openai.AsyncOpenAI(
+            base_url=endpoint.base_url,
+            api_key=endpoint.api_key,
+            timeout=endpoint.timeout,
+            max_retries=0,  # tenacity retries below, on connection errors and 5xx only
+        )
+
+    async def chat(
+        self,
+        messages: list[dict[str, Any]],
+        *,
+        model: str | None = None,
+        max_tokens: int,
+        request: dict[str, Any] | None = None,
+    ) -> Completion:
+        """One chat completion; `request` adds constraint fields (response_format, tools, ...)."""
+        model = model or self.endpoint.default_model
+        body: dict[str, Any] = dict(request or {})
+        extra_body = body.pop("extra_body", None)
+        started = time.perf_counter()
+        try:
+            async for attempt in AsyncRetrying(
+                retry=retry_if_exception(_is_transient),
+                stop=stop_after_attempt(self.endpoint.max_retries + 1),
+                wait=wait_exponential_jitter(initial=0.2, max=5.0),
+                reraise=True,
+            ):
+                with attempt:
+                    response = await self._client.chat.completions.create(
+                        model=model,
+                        messages=messages,  # type: ignore[arg-type]
+                        temperature=0,
+                        max_tokens=max_tokens,
+                        logprobs=True,
+                        extra_body=extra_body,
+                        **body,
+                    )
+        except openai.OpenAIError as exc:
+            raise map_openai_error(exc, model, self.endpoint.base_url) from exc
+        return _completion(response, model, time.perf_counter() - started)
+
+    async def aclose(self) -> None:
+        """Close the HTTP connections."""
+        await self._client.close()
+
+
+def _completion(response: Any, model: str, latency_s: float) -> Completion:
+    choice = response.choices[0]
+    message = choice.message
+    calls = tuple(
+        RawToolCall(name=c.function.name, arguments=c.function.arguments or "", id=c.id or "")
+        for c in (message.tool_calls or [])
+    )
+    logprobs = choice.logprobs.content if choice.logprobs and choice.logprobs.content else []
+    usage = response.usage
+    return Completion(
+        model=model,
+        text=message.content,
+        tool_calls=calls,
+        finish_reason=choice.finish_reason,
+        input_tokens=usage.prompt_tokens if usage else 0,
+        output_tokens=usage.completion_tokens if usage else 0,
+        token_logprobs=tuple(float(t.logprob) for t in logprobs),
+        latency_s=latency_s,
+    )
+
+
+@dataclass
+class Endpoints:
+    """The clients a skill runs against: the SLM tier and, when configured, the LLM tier."""
+
+    slm: ModelClient
+    llm: ModelClient | None = None
+    llm_price_per_1k: tuple[float, float] = (0.0025, 0.01)
+    """LLM prices (input, output) used for the all-LLM cost estimate, even with no LLM set."""
+    _owned: list[ModelClient] = field(default_factory=list, repr=False)
+
+    @classmethod
+    def from_settings(cls, settings: Settings, slm_base_url: str | None = None) -> Endpoints:
+        """Endpoints as the settings describe them (`slm_base_url` overrides the setting)."""
+        slm = ModelClient(
+            Endpoint(
+                tier=Tier.SLM,
+                base_url=slm_base_url or settings.slm_base_url or settings.local_base_url,
+                default_model=settings.slm_model or settings.local_model,
+                api_key=settings.slm_api_key.get_secret_value(),
+                dialect="vllm",
+                timeout=settings.request_timeout,
+                max_retries=settings.max_retries,
+                price_per_1k_input=settings.slm_price_per_1k_input,
+                price_per_1k_output=settings.slm_price_per_1k_output,
+            )
+        )
+        llm = None
+        if settings.llm_base_url:
+            llm = ModelClient(
+                Endpoint(
+                    tier=Tier.LLM,
+                    base_url=settings.llm_base_url,
+                    default_model=settings.llm_model or "default",
+                    api_key=settings.llm_api_key.get_secret_value(),
+                    dialect=settings.llm_dialect,
+                    timeout=settings.request_timeout,
+                    max_retries=settings.max_retries,
+                    price_per_1k_input=settings.llm_price_per_1k_input,
+                    price_per_1k_output=settings.llm_price_per_1k_output,
+                )
+            )
+        return cls(
+            slm=slm,
+            llm=llm,
+            llm_price_per_1k=(settings.llm_price_per_1k_input, settings.llm_price_per_1k_output),
+            _owned=[c for c in (slm, llm) if c is not None],
+        )
+
+    async def aclose(self) -> None:
+        """Close the clients these endpoints created."""
+        for client in self._owned:
+            await client.aclose()

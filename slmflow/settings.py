@@ -1,0 +1,89 @@
+"""All of slmflow's settings, in one typed schema read from `SLMFLOW_*` environment variables."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from slmflow.errors import SettingsError
+
+__all__ = ["Settings", "load_settings"]
+
+
+def _default_cache_dir() -> Path:
+    return Path.home() / ".cache" / "slmflow"
+
+
+class Settings(BaseSettings):
+    """slmflow's settings; every field reads `SLMFLOW_<FIELD>` from the environment."""
+
+    model_config = SettingsConfigDict(env_prefix="SLMFLOW_", extra="ignore", frozen=True)
+
+    slm_base_url: str | None = None
+    """OpenAI-compatible endpoint of the small models (a vLLM server). Unset: the local server."""
+    slm_model: str | None = None
+    """Model asked of the SLM endpoint when a skill names none. Unset: `local_model`."""
+    slm_api_key: SecretStr = SecretStr("EMPTY")
+    """API key for the SLM endpoint."""
+    llm_base_url: str | None = None
+    """OpenAI-compatible endpoint of the large model. Unset: no escalation, `needs_review`."""
+    llm_model: str | None = None
+    """Model name asked of the LLM endpoint."""
+    llm_api_key: SecretStr = SecretStr("EMPTY")
+    """API key for the LLM endpoint."""
+    llm_dialect: Literal["vllm", "openai"] = "openai"
+    """How to constrain LLM output: `openai` (response_format only) or `vllm` (structured_outputs)."""
+    checkpoint_url: str = "memory"
+    """Where LangGraph checkpoints go: `memory` or `sqlite:///path/to/file.db`."""
+    request_timeout: float = Field(default=60.0, gt=0)
+    """Seconds a single model request may take before it counts as a timeout."""
+    max_retries: int = Field(default=2, ge=0)
+    """Retries of a model request on connection errors and 5xx (never on 4xx or timeouts)."""
+    slm_price_per_1k_input: float = Field(default=0.00002, ge=0)
+    """Estimated cost of 1k input tokens on the SLM tier (for usage and cost reports)."""
+    slm_price_per_1k_output: float = Field(default=0.00004, ge=0)
+    """Estimated cost of 1k output tokens on the SLM tier."""
+    llm_price_per_1k_input: float = Field(default=0.0025, ge=0)
+    """Estimated cost of 1k input tokens on the LLM tier."""
+    llm_price_per_1k_output: float = Field(default=0.01, ge=0)
+    """Estimated cost of 1k output tokens on the LLM tier."""
+    cache_dir: Path = Field(default_factory=_default_cache_dir)
+    """Where the local model, its server log and other caches live."""
+    local_model: str = "smollm2-135m"
+    """Name the local vLLM server serves the base model under."""
+    local_port: int = Field(default=8765, gt=0, lt=65536)
+    """Port of the local vLLM server on 127.0.0.1."""
+    project: Path | None = None
+    """Project directory (holding `slmflow.toml` or `[tool.slmflow]`); default: the cwd."""
+
+    @field_validator("slm_base_url", "llm_base_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError(f"expected an http(s) URL ending in /v1, got {value!r}")
+        return value
+
+    @field_validator("checkpoint_url")
+    @classmethod
+    def _checkpoint_url(cls, value: str) -> str:
+        if value != "memory" and not value.startswith("sqlite:///"):
+            raise ValueError(f"expected 'memory' or 'sqlite:///FILE', got {value!r}")
+        return value
+
+    @property
+    def local_base_url(self) -> str:
+        """Base URL of the local vLLM server."""
+        return f"http://127.0.0.1:{self.local_port}/v1"
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read settings from the environment; a bad value is a `SettingsError` naming the variable."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        name = "SLMFLOW_" + str(first["loc"][0]).upper() if first["loc"] else "SLMFLOW_*"
+        raise SettingsError(f"bad setting {name}: {first['msg']}") from None

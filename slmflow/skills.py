@@ -1,0 +1,116 @@
+"""The `Skill` spec: what one step asks of a model, and how its answer is checked.
+
+A skill is a frozen value. Running it is `slmflow.cascade.run_skill(skill, input, endpoints)`.
+"""
+
+from __future__ import annotations
+
+import string
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from slmflow.errors import InvalidInput
+
+__all__ = ["Check", "Label", "Object", "Output", "Skill", "ToolCalls"]
+
+Check = Callable[[Any, Mapping[str, Any]], Iterable[str]]
+"""A domain check: (answer, skill input) -> error messages; none means the answer passes."""
+
+
+class Label(BaseModel):
+    """The answer is exactly one label of a fixed set (decoded as a vLLM `choice`)."""
+
+    model_config = ConfigDict(frozen=True)
+    kind: Literal["label"] = "label"
+    labels: tuple[str, ...]
+
+    @field_validator("labels")
+    @classmethod
+    def _distinct(cls, labels: tuple[str, ...]) -> tuple[str, ...]:
+        if len(labels) < 2 or len(set(labels)) != len(labels):
+            raise ValueError("a label skill needs at least two distinct labels")
+        return labels
+
+
+class Object(BaseModel):
+    """The answer is a JSON object of a pydantic model (decoded against its JSON Schema)."""
+
+    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
+    kind: Literal["object"] = "object"
+    model: type[BaseModel]
+
+
+class ToolCalls(BaseModel):
+    """The answer is between `min_calls` and `max_calls` calls of the granted tools."""
+
+    model_config = ConfigDict(frozen=True)
+    kind: Literal["tool_calls"] = "tool_calls"
+    tools: tuple[str, ...]
+    min_calls: int = Field(default=1, ge=0)
+    max_calls: int = Field(default=1, ge=1)
+
+    @model_validator(mode="after")
+    def _bounds(self) -> ToolCalls:
+        if not self.tools:
+            raise ValueError("a tool-calling skill must grant at least one tool")
+        if self.min_calls > self.max_calls:
+            raise ValueError("min_calls must not exceed max_calls")
+        return self
+
+
+Output = Label | Object | ToolCalls
+
+_DEFAULT_MAX_TOKENS = {"label": 16, "object": 200, "tool_calls": 160}
+
+
+class Skill(BaseModel):
+    """One step's ask of a model: prompt, output kind, checks, confidence floor, escalation."""
+
+    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
+
+    name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
+    """Identifier of the skill (snake_case); also its name in traces and datasets."""
+    description: str = ""
+    """One line on what the skill does."""
+    model: str | None = None
+    """Model served on the SLM endpoint (usually a LoRA adapter); None: the endpoint's default."""
+    instructions: str
+    """System prompt."""
+    prompt: str
+    """User prompt, a `str.format` template over the skill's input fields."""
+    output: Output = Field(discriminator="kind")
+    """What the answer is: a label, an object, or tool calls."""
+    checks: tuple[Check, ...] = ()
+    """Domain checks run on every parsed answer, on every tier."""
+    min_confidence: float = Field(default=0.0, ge=0.0, le=1.0)
+    """SLM answers less confident than this escalate (`low_confidence`)."""
+    slm_attempts: int = Field(default=2, ge=1)
+    """SLM tries, each after the first fed the previous errors."""
+    llm_attempts: int = Field(default=1, ge=0)
+    """LLM tries after the SLM has failed."""
+    escalate: bool = True
+    """Whether a failed SLM answer goes to the LLM (when one is configured)."""
+    max_tokens: int | None = Field(default=None, gt=0)
+    """Cap on generated tokens; None: a default per output kind."""
+
+    @property
+    def token_budget(self) -> int:
+        """`max_tokens`, or the default for the output kind."""
+        return self.max_tokens or _DEFAULT_MAX_TOKENS[self.output.kind]
+
+    @property
+    def input_fields(self) -> list[str]:
+        """Names the prompt template uses."""
+        return [f for _, f, _, _ in string.Formatter().parse(self.prompt) if f]
+
+    def render_prompt(self, values: Mapping[str, Any]) -> str:
+        """The user prompt for this input; a missing field is `InvalidInput`."""
+        missing = [f for f in self.input_fields if f.split(".")[0] not in values]
+        if missing:
+            raise InvalidInput(
+                f"skill {self.name!r} needs input fields {missing}; got {sorted(values)}",
+                skill=self.name,
+            )
+        return self.prompt.format_map(dict(values))

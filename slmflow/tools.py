@@ -1,0 +1,216 @@
+"""Tools: a registry of langchain-core tools and declared OpenAI function specs, and executors.
+
+A tool's JSON Schema comes from its type hints and docstring (langchain-core `@tool`) or from a
+declared spec, and is checked when the tool is registered, not at its first call. Arguments are
+validated against it before anything runs. An executor runs a validated call; the in-process one
+lives here, the Celery one in the fleet.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import jsonschema
+from langchain_core.tools import BaseTool
+from langchain_core.utils.function_calling import convert_to_openai_tool
+
+from slmflow.errors import (
+    InvalidToolArguments,
+    SlmflowError,
+    ToolFailed,
+    ToolTimeout,
+    UnknownTool,
+    UsageError,
+)
+
+__all__ = [
+    "InProcessExecutor",
+    "ToolCall",
+    "ToolContext",
+    "ToolExecutor",
+    "ToolRegistry",
+    "ToolSpec",
+    "declare_tool",
+]
+
+DEFAULT_TOOL_TIMEOUT_S = 30.0
+
+
+@dataclass(frozen=True)
+class ToolSpec:
+    """A tool as the model sees it (name, description, JSON Schema) and, if local, how to run it."""
+
+    name: str
+    description: str
+    parameters: dict[str, Any]
+    run: Callable[[dict[str, Any]], Any] | None = None
+    """Runs the tool with validated arguments (may be async). None: the call is the answer."""
+    timeout: float = DEFAULT_TOOL_TIMEOUT_S
+
+    def __post_init__(self) -> None:
+        try:
+            jsonschema.Draft202012Validator.check_schema(self.parameters)
+        except jsonschema.SchemaError as exc:
+            raise UsageError(
+                f"tool {self.name!r} has an invalid JSON Schema: {exc.message}"
+            ) from None
+
+    def openai_tool(self) -> dict[str, Any]:
+        """The OpenAI `tools` entry, `strict` so that the arguments are decoded against the schema."""
+        return {
+            "type": "function",
+            "function": {
+                "name": self.name,
+                "description": self.description,
+                "parameters": self.parameters,
+                "strict": True,
+            },
+        }
+
+    def validate(self, arguments: str | Mapping[str, Any]) -> dict[str, Any]:
+        """Parsed arguments, or `InvalidToolArguments` saying what is wrong."""
+        if isinstance(arguments, str):
+            try:
+                arguments = json.loads(arguments or "{}")
+            except json.JSONDecodeError as exc:
+                raise InvalidToolArguments(
+                    f"arguments of {self.name} are not valid JSON ({exc.msg}): {arguments[:200]!r}",
+                    tool=self.name,
+                ) from None
+        if not isinstance(arguments, Mapping):
+            raise InvalidToolArguments(
+                f"arguments of {self.name} must be a JSON object, got {arguments!r}", tool=self.name
+            )
+        errors = sorted(
+            jsonschema.Draft202012Validator(self.parameters).iter_errors(dict(arguments)),
+            key=lambda e: list(e.path),
+        )
+        if errors:
+            where = "/".join(str(p) for p in errors[0].path) or "arguments"
+            raise InvalidToolArguments(f"{self.name}: {where}: {errors[0].message}", tool=self.name)
+        return dict(arguments)
+
+
+def _strict_object(schema: dict[str, Any]) -> dict[str, Any]:
+    schema = dict(schema)
+    schema.setdefault("type", "object")
+    schema.setdefault("additionalProperties", False)
+    return schema
+
+
+def declare_tool(
+    name: str,
+    description: str,
+    parameters: dict[str, Any],
+    run: Callable[[dict[str, Any]], Any] | None = None,
+    timeout: float = DEFAULT_TOOL_TIMEOUT_S,
+) -> ToolSpec:
+    """A tool declared by its OpenAI function spec: it runs elsewhere, or the call is the answer."""
+    return ToolSpec(name, description, _strict_object(parameters), run, timeout)
+
+
+def _from_langchain(tool: BaseTool, timeout: float) -> ToolSpec:
+    function = convert_to_openai_tool(tool, strict=True)["function"]
+
+    async def run(arguments: dict[str, Any]) -> Any:
+        return await tool.ainvoke(arguments)
+
+    return ToolSpec(
+        name=function["name"],
+        description=function.get("description", ""),
+        parameters=_strict_object(function.get("parameters", {})),
+        run=run,
+        timeout=timeout,
+    )
+
+
+@dataclass
+class ToolRegistry:
+    """Tools by name; built once, then only read."""
+
+    _tools: dict[str, ToolSpec] = field(default_factory=dict)
+
+    @classmethod
+    def of(
+        cls, tools: Iterable[BaseTool | ToolSpec], timeout: float = DEFAULT_TOOL_TIMEOUT_S
+    ) -> ToolRegistry:
+        """A registry holding these tools (langchain `@tool`s or declared specs)."""
+        registry = cls()
+        for tool in tools:
+            spec = tool if isinstance(tool, ToolSpec) else _from_langchain(tool, timeout)
+            if spec.name in registry._tools:
+                raise UsageError(f"two tools are named {spec.name!r}: rename one")
+            registry._tools[spec.name] = spec
+        return registry
+
+    def get(self, name: str) -> ToolSpec:
+        """The tool named `name`, or `UnknownTool`."""
+        try:
+            return self._tools[name]
+        except KeyError:
+            known = ", ".join(sorted(self._tools)) or "none"
+            raise UnknownTool(f"no tool named {name!r} (registered: {known})", tool=name) from None
+
+    def names(self) -> list[str]:
+        """Registered tool names, sorted."""
+        return sorted(self._tools)
+
+
+@dataclass(frozen=True)
+class ToolCall:
+    """A validated call: the tool, its arguments and, once run, its result."""
+
+    name: str
+    arguments: dict[str, Any]
+    result: Any = None
+
+
+@dataclass(frozen=True)
+class ToolContext:
+    """Where a call comes from; `key` is its idempotency key (job id, step, call index)."""
+
+    job_id: str
+    step: str
+    index: int
+
+    @property
+    def key(self) -> str:
+        """The call's idempotency key."""
+        return f"{self.job_id}:{self.step}:{self.index}"
+
+
+class ToolExecutor(Protocol):
+    """Runs one validated tool call and returns its result (raises `ToolError`)."""
+
+    async def run(self, spec: ToolSpec, arguments: dict[str, Any], context: ToolContext) -> Any:
+        """Run `spec` with `arguments`."""
+        ...
+
+
+class InProcessExecutor:
+    """Runs tools in this process, each under its own timeout."""
+
+    async def run(self, spec: ToolSpec, arguments: dict[str, Any], context: ToolContext) -> Any:
+        """Run `spec` with `arguments`; tool exceptions become `ToolFailed`."""
+        if spec.run is None:
+            return None
+        try:
+            async with asyncio.timeout(spec.timeout):
+                result = spec.run(arguments)
+                if asyncio.iscoroutine(result):
+                    result = await result
+        except TimeoutError:
+            raise ToolTimeout(
+                f"{spec.name} did not finish within {spec.timeout:g}s",
+                tool=spec.name,
+                key=context.key,
+            ) from None
+        except SlmflowError:
+            raise
+        except Exception as exc:  # a tool's own failure is data for the cascade, not a crash
+            raise ToolFailed(f"{spec.name} failed: {exc}", tool=spec.name, key=context.key) from exc
+        return result

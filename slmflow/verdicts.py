@@ -1,0 +1,191 @@
+"""How an answer is asked for (constrained decoding) and judged (parse, schema, checks, confidence).
+
+Confidence comes from the returned token logprobs, which vLLM reports after the grammar mask: for
+a label (a `choice`) the product of its tokens' probabilities is the label's probability among the
+allowed ones; for objects and tool calls the mean token logprob separated right from wrong answers
+best on SmolLM2 (AUROC 0.80 against 0.75 for the minimum), so confidence is `exp(mean)`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import ValidationError
+
+from slmflow.errors import ToolError, ToolNotGranted
+from slmflow.models import Completion, Dialect
+from slmflow.results import EscalationReason
+from slmflow.skills import Label, Object, Skill, ToolCalls
+from slmflow.tools import ToolCall, ToolRegistry
+
+__all__ = ["Verdict", "constraint", "confidence", "judge"]
+
+
+@dataclass
+class Verdict:
+    """Whether an answer is kept; if not, why (one reason) and what to tell the model."""
+
+    ok: bool
+    answer: Any = None
+    reason: EscalationReason | None = None
+    errors: list[str] = field(default_factory=list)
+    confidence: float | None = None
+
+    @classmethod
+    def reject(
+        cls, reason: EscalationReason, *errors: str, confidence: float | None = None
+    ) -> Verdict:
+        """A failed verdict."""
+        return cls(ok=False, reason=reason, errors=list(errors), confidence=confidence)
+
+
+def _label_schema(labels: tuple[str, ...]) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "properties": {"label": {"type": "string", "enum": list(labels)}},
+        "required": ["label"],
+        "additionalProperties": False,
+    }
+
+
+def _json_schema_format(name: str, schema: dict[str, Any]) -> dict[str, Any]:
+    return {"type": "json_schema", "json_schema": {"name": name, "schema": schema, "strict": True}}
+
+
+def constraint(skill: Skill, dialect: Dialect, tools: ToolRegistry | None) -> dict[str, Any]:
+    """Request fields that make the server decode only well-formed answers for this skill."""
+    output = skill.output
+    if isinstance(output, Label):
+        if dialect == "vllm":
+            return {"extra_body": {"structured_outputs": {"choice": list(output.labels)}}}
+        return {"response_format": _json_schema_format(skill.name, _label_schema(output.labels))}
+    if isinstance(output, Object):
+        return {
+            "response_format": _json_schema_format(skill.name, output.model.model_json_schema())
+        }
+    assert tools is not None, "a tool-calling skill runs with a tool registry"
+    specs = [tools.get(name) for name in output.tools]
+    # One granted tool: name it, so that only its arguments are left to decode.
+    choice: Any = (
+        {"type": "function", "function": {"name": specs[0].name}} if len(specs) == 1 else "required"
+    )
+    if output.min_calls == 0:
+        choice = "auto"
+    return {"tools": [s.openai_tool() for s in specs], "tool_choice": choice}
+
+
+def confidence(skill: Skill, completion: Completion) -> float | None:
+    """The answer's confidence in [0, 1] from its token logprobs; None when none came back."""
+    logprobs = completion.token_logprobs
+    if not logprobs:
+        return None
+    if isinstance(skill.output, Label):
+        return math.exp(sum(logprobs))
+    return math.exp(sum(logprobs) / len(logprobs))
+
+
+def judge(
+    skill: Skill,
+    completion: Completion,
+    values: dict[str, Any],
+    *,
+    dialect: Dialect,
+    tools: ToolRegistry | None,
+    gate_confidence: bool,
+) -> Verdict:
+    """Parse the completion, check it, and gate it on confidence (SLM tier only)."""
+    conf = confidence(skill, completion)
+    parsed = _parse(skill, completion, dialect, tools)
+    if not parsed.ok:
+        parsed.confidence = conf
+        return parsed
+    errors = [e for check in skill.checks for e in check(parsed.answer, values)]
+    if errors:
+        return Verdict.reject(EscalationReason.CHECK_FAILED, *errors, confidence=conf)
+    if gate_confidence and conf is not None and conf < skill.min_confidence:
+        return Verdict.reject(
+            EscalationReason.LOW_CONFIDENCE,
+            f"confidence {conf:.2f} is below the skill's floor {skill.min_confidence:.2f}",
+            confidence=conf,
+        )
+    return Verdict(ok=True, answer=parsed.answer, confidence=conf)
+
+
+def _parse(
+    skill: Skill, completion: Completion, dialect: Dialect, tools: ToolRegistry | None
+) -> Verdict:
+    output = skill.output
+    if isinstance(output, ToolCalls):
+        assert tools is not None
+        return _parse_tool_calls(output, completion, tools)
+    if completion.finish_reason == "length":
+        return Verdict.reject(
+            EscalationReason.INVALID_OUTPUT,
+            f"the answer was cut off at {skill.token_budget} tokens",
+        )
+    text = (completion.text or "").strip()
+    if isinstance(output, Label):
+        return _parse_label(output, text, dialect)
+    return _parse_object(output, text)
+
+
+def _parse_label(output: Label, text: str, dialect: Dialect) -> Verdict:
+    label = text
+    if dialect == "openai" or text.startswith("{"):
+        try:
+            label = str(json.loads(text)["label"])
+        except (json.JSONDecodeError, KeyError, TypeError):
+            return Verdict.reject(
+                EscalationReason.INVALID_OUTPUT, f"expected {{'label': ...}}, got {text[:200]!r}"
+            )
+    if label not in output.labels:
+        return Verdict.reject(
+            EscalationReason.INVALID_OUTPUT,
+            f"{label[:100]!r} is not one of the labels: {', '.join(output.labels)}",
+        )
+    return Verdict(ok=True, answer=label)
+
+
+def _parse_object(output: Object, text: str) -> Verdict:
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        return Verdict.reject(
+            EscalationReason.INVALID_OUTPUT, f"not valid JSON ({exc.msg}): {text[:200]!r}"
+        )
+    try:
+        return Verdict(ok=True, answer=output.model.model_validate(data))
+    except ValidationError as exc:
+        problems = [
+            f"{'.'.join(map(str, e['loc'])) or 'object'}: {e['msg']}" for e in exc.errors()[:5]
+        ]
+        return Verdict.reject(EscalationReason.INVALID_OUTPUT, *problems)
+
+
+def _parse_tool_calls(output: ToolCalls, completion: Completion, tools: ToolRegistry) -> Verdict:
+    raw = completion.tool_calls
+    if not output.min_calls <= len(raw) <= output.max_calls:
+        wanted = (
+            f"exactly {output.min_calls}"
+            if output.min_calls == output.max_calls
+            else f"{output.min_calls} to {output.max_calls}"
+        )
+        got = f"{len(raw)} calls" if raw else f"text {(completion.text or '')[:120]!r}"
+        return Verdict.reject(
+            EscalationReason.INVALID_OUTPUT, f"expected {wanted} tool call(s), got {got}"
+        )
+    calls: list[ToolCall] = []
+    for call in raw:
+        try:
+            if call.name not in output.tools:
+                raise ToolNotGranted(
+                    f"tool {call.name!r} is not granted to this skill (granted: {', '.join(output.tools)})",
+                    tool=call.name,
+                )
+            calls.append(ToolCall(call.name, tools.get(call.name).validate(call.arguments)))
+        except ToolError as exc:
+            return Verdict.reject(EscalationReason.TOOL_ERROR, str(exc))
+    return Verdict(ok=True, answer=calls)
