@@ -1,1 +1,80 @@
-"""slmflow: agentic jobs on small language models, escalated to a large one only when they fail."""
+"""slmflow: agentic jobs on small language models, escalated to a large one only when they fail.
+
+The names here are the public API; everything else is importable from its module.
+"""
+
+from slmflow.cascade import run_skill
+from slmflow.errors import (
+    EndpointUnreachable,
+    InvalidInput,
+    InvalidToolArguments,
+    JobError,
+    JobFailed,
+    JobNotFound,
+    ModelError,
+    ModelTimeout,
+    ModelUnavailable,
+    ProjectError,
+    SettingsError,
+    SlmflowError,
+    ToolError,
+    ToolFailed,
+    ToolNotGranted,
+    ToolTimeout,
+    UnknownGraph,
+    UnknownSkill,
+    UnknownTool,
+    UsageError,
+)
+from slmflow.events import Event
+from slmflow.graphs import GraphSpec, JobContext, JobState, skill_node
+from slmflow.jobs import JobResult, JobStatus, run_job
+from slmflow.models import Endpoint, Endpoints, Tier
+from slmflow.results import EscalationReason, SkillResult
+from slmflow.settings import Settings
+from slmflow.skills import Label, Object, Skill, ToolCalls
+from slmflow.tools import ToolRegistry, declare_tool
+
+__all__ = [
+    "Endpoint",
+    "EndpointUnreachable",
+    "Endpoints",
+    "EscalationReason",
+    "Event",
+    "GraphSpec",
+    "InvalidInput",
+    "InvalidToolArguments",
+    "JobContext",
+    "JobError",
+    "JobFailed",
+    "JobNotFound",
+    "JobResult",
+    "JobState",
+    "JobStatus",
+    "Label",
+    "ModelError",
+    "ModelTimeout",
+    "ModelUnavailable",
+    "Object",
+    "ProjectError",
+    "Settings",
+    "SettingsError",
+    "Skill",
+    "SkillResult",
+    "SlmflowError",
+    "Tier",
+    "ToolCalls",
+    "ToolError",
+    "ToolFailed",
+    "ToolNotGranted",
+    "ToolRegistry",
+    "ToolTimeout",
+    "UnknownGraph",
+    "UnknownSkill",
+    "UnknownTool",
+    "UsageError",
+    "declare_tool",
+    "run_job",
+    "run_skill",
+    "skill_node",
+]

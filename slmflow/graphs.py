@@ -1,0 +1,112 @@
+"""Graphs: a job's LangGraph state graph with its input and output models, and skill nodes.
+
+A project declares one `GraphSpec` per job (`graph = GraphSpec(...)` in its `graphs/` module). A
+node built by `skill_node` runs a skill through the cascade with what the job provides through
+LangGraph's runtime context (`JobContext`: endpoints, tools, executor, job id, event sink). A skill
+no tier could answer pauses the graph with a LangGraph `interrupt`: the job is `needs_review`.
+"""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Annotated, Any, NotRequired, TypedDict
+
+from langgraph.graph import StateGraph
+from langgraph.runtime import Runtime
+from langgraph.types import interrupt
+from pydantic import BaseModel
+
+from slmflow.cascade import run_skill
+from slmflow.errors import UsageError
+from slmflow.events import Event, EventSink
+from slmflow.models import Endpoints
+from slmflow.skills import Skill, ToolCalls
+from slmflow.tools import ToolExecutor, ToolRegistry
+
+__all__ = ["GraphSpec", "JobContext", "JobState", "skill_node"]
+
+
+class JobState(TypedDict):
+    """State every slmflow graph carries; a project's state extends it with its own keys."""
+
+    input: dict[str, Any]
+    output: NotRequired[dict[str, Any]]
+    skill_results: Annotated[list[dict[str, Any]], operator.add]
+
+
+@dataclass(frozen=True)
+class JobContext:
+    """What a running job hands its nodes (LangGraph runtime context)."""
+
+    job_id: str
+    endpoints: Endpoints
+    tools: ToolRegistry
+    executor: ToolExecutor
+    emit: EventSink = field(default=lambda event: None)
+
+
+@dataclass(frozen=True)
+class GraphSpec:
+    """A named job: its graph builder, input and output models, skills and tools."""
+
+    name: str
+    builder: StateGraph[Any, Any, Any, Any]
+    input: type[BaseModel]
+    output: type[BaseModel]
+    tools: ToolRegistry
+    skills: tuple[Skill, ...] = ()
+    version: str = "1"
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        for skill in self.skills:
+            if isinstance(skill.output, ToolCalls):
+                for name in skill.output.tools:
+                    self.tools.get(name)  # an unregistered grant fails here, at definition
+
+    def input_fields(self) -> dict[str, str]:
+        """Input field names and their JSON Schema types, for listings."""
+        properties = self.input.model_json_schema().get("properties", {})
+        return {name: str(prop.get("type", "any")) for name, prop in properties.items()}
+
+
+NodeInputs = Callable[[Mapping[str, Any]], Mapping[str, Any]]
+Node = Callable[[Mapping[str, Any], Runtime[JobContext]], Awaitable[dict[str, Any]]]
+
+
+def skill_node(skill: Skill, inputs: NodeInputs, output_key: str, *, step: str | None = None) -> Node:
+    """A graph node that runs `skill` on `inputs(state)` and writes its answer to `output_key`."""
+    step_name = step or skill.name
+
+    async def node(state: Mapping[str, Any], runtime: Runtime[JobContext]) -> dict[str, Any]:
+        context = runtime.context
+        if context is None:
+            raise UsageError(f"graph step {step_name!r} ran without a JobContext: run it as a job")
+        context.emit(Event(kind="step_started", step=step_name, skill=skill.name))
+        result = await run_skill(
+            skill,
+            inputs(state),
+            context.endpoints,
+            tools=context.tools,
+            executor=context.executor,
+            job_id=context.job_id,
+            step=step_name,
+        )
+        for escalation in result.escalations:
+            context.emit(Event(kind="skill_escalated", step=step_name, skill=skill.name,
+                               data=escalation.model_dump(mode="json")))  # fmt: skip
+        context.emit(Event(kind="step_finished", step=step_name, skill=skill.name, data={
+            "status": result.status, "tier": result.tier, "confidence": result.confidence,
+            "attempts": len(result.attempts),
+        }))  # fmt: skip
+        recorded = {**result.model_dump(mode="json"), "step": step_name}
+        if result.ok:
+            return {output_key: result.answer, "skill_results": [recorded]}
+        # Every tier failed: pause for a human. The payload is what a reviewer needs to answer.
+        answer = interrupt({"step": step_name, "skill": skill.name, "result": recorded})
+        return {output_key: answer, "skill_results": [recorded]}
+
+    node.__name__ = step_name
+    return node

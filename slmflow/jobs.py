@@ -1,0 +1,166 @@
+"""Running a job in-process: validate the input, run the graph with a checkpointer, sum usage.
+
+The thread id of a job's checkpoints is its job id, so a job run again with the same id on a
+durable checkpointer resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Mapping
+from enum import StrEnum
+from typing import Any
+
+from langgraph.checkpoint.base import BaseCheckpointSaver
+from pydantic import BaseModel, Field, ValidationError
+
+from slmflow.errors import InvalidInput, SlmflowError, UsageError
+from slmflow.events import Event, EventSink
+from slmflow.graphs import GraphSpec, JobContext
+from slmflow.models import Endpoints, Tier
+from slmflow.results import Escalation, SkillResult, Usage
+from slmflow.tools import InProcessExecutor, ToolExecutor
+
+__all__ = ["JobResult", "JobStatus", "JobUsage", "run_job", "validate_input"]
+
+
+class JobStatus(StrEnum):
+    """Where a job is in its life."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    NEEDS_REVIEW = "needs_review"
+    CANCELLED = "cancelled"
+
+
+class JobUsage(BaseModel):
+    """A job's calls and tokens per tier, its escalations, and its cost against an all-LLM run."""
+
+    calls: dict[str, int] = Field(default_factory=lambda: {"slm": 0, "llm": 0})
+    tokens: dict[str, dict[str, int]] = Field(default_factory=dict)
+    escalations: list[dict[str, Any]] = Field(default_factory=list)
+    cost: dict[str, float] = Field(default_factory=lambda: {"actual": 0.0, "all_llm": 0.0})
+    latency_s: float = 0.0
+
+    @classmethod
+    def of(cls, results: list[SkillResult], latency_s: float) -> JobUsage:
+        """Usage summed over a job's skill runs."""
+        usage, escalations = Usage(), list[Escalation]()
+        for result in results:
+            usage.merge(result.usage)
+            escalations.extend(result.escalations)
+        return cls(
+            calls={tier: usage.tiers[Tier(tier)].calls if Tier(tier) in usage.tiers else 0 for tier in ("slm", "llm")},
+            tokens={
+                str(tier): {"input": t.input_tokens, "output": t.output_tokens}
+                for tier, t in usage.tiers.items()
+            },
+            escalations=[
+                {"step": e.step, "skill": e.skill, "reason": str(e.reason), "detail": e.detail, "to": e.to}
+                for e in escalations
+            ],
+            cost={"actual": round(usage.cost, 8), "all_llm": round(usage.all_llm_cost, 8)},
+            latency_s=round(latency_s, 3),
+        )
+
+
+class JobResult(BaseModel):
+    """What a finished (or paused) job produced."""
+
+    job_id: str
+    graph: str
+    status: JobStatus
+    output: dict[str, Any] | None = None
+    error: dict[str, Any] | None = None
+    review: dict[str, Any] | None = None
+    """For `needs_review`: the step waiting for a human and why no tier could answer it."""
+    usage: JobUsage = Field(default_factory=JobUsage)
+    trace_id: str | None = None
+
+
+def validate_input(spec: GraphSpec, data: Mapping[str, Any]) -> BaseModel:
+    """The graph's input model for `data`, or `InvalidInput` naming the first bad field."""
+    try:
+        return spec.input.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(map(str, first["loc"])) or "input"
+        raise InvalidInput(
+            f"input for graph {spec.name!r} is invalid: {where}: {first['msg']} "
+            f"(expected fields: {', '.join(spec.input_fields())})",
+            graph=spec.name,
+        ) from None
+
+
+async def run_job(
+    spec: GraphSpec,
+    data: Mapping[str, Any],
+    *,
+    endpoints: Endpoints,
+    checkpointer: BaseCheckpointSaver[str],
+    job_id: str | None = None,
+    executor: ToolExecutor | None = None,
+    emit: EventSink | None = None,
+) -> JobResult:
+    """Run one job to its end (or to a pause for review) and return its result.
+
+    Bad input raises `InvalidInput` before anything runs. Errors of slmflow's own kind inside the
+    job end it `failed` with the error kept; anything else is a bug and propagates.
+    """
+    job_input = validate_input(spec, data)
+    job_id = job_id or uuid.uuid4().hex
+    context = JobContext(
+        job_id, endpoints, spec.tools, executor or InProcessExecutor(), emit or (lambda _: None)
+    )
+    graph = spec.builder.compile(checkpointer=checkpointer)
+    config: dict[str, Any] = {"configurable": {"thread_id": job_id}}
+    started = time.perf_counter()
+    context.emit(Event(kind="job_started", data={"job_id": job_id, "graph": spec.name}))
+    try:
+        await graph.ainvoke(
+            {"input": job_input.model_dump(mode="json"), "skill_results": []},
+            config,  # type: ignore[arg-type]
+            context=context,
+            durability="sync",  # a resumed job continues exactly where it stopped
+        )
+    except UsageError:
+        raise
+    except SlmflowError as exc:
+        result = JobResult(job_id=job_id, graph=spec.name, status=JobStatus.FAILED, error=exc.to_dict())
+        context.emit(Event(kind="job_finished", data={"status": result.status}))
+        return result
+    state = await graph.aget_state(config)  # type: ignore[arg-type]
+    values: dict[str, Any] = dict(state.values)
+    results = [SkillResult.model_validate(r) for r in values.get("skill_results", [])]
+    review = None
+    if state.interrupts:
+        review = state.interrupts[0].value
+        results.append(SkillResult.model_validate(review["result"]))
+        status, output = JobStatus.NEEDS_REVIEW, None
+    else:
+        status, output = JobStatus.SUCCEEDED, spec.output.model_validate(values["output"]).model_dump(mode="json")
+    result = JobResult(
+        job_id=job_id,
+        graph=spec.name,
+        status=status,
+        output=output,
+        review=_review_summary(review),
+        usage=JobUsage.of(results, time.perf_counter() - started),
+    )
+    context.emit(Event(kind="job_finished", data={"status": result.status}))
+    return result
+
+
+def _review_summary(review: dict[str, Any] | None) -> dict[str, Any] | None:
+    if review is None:
+        return None
+    attempts = review["result"].get("attempts", [])
+    return {
+        "step": review["step"],
+        "skill": review["skill"],
+        "reasons": [a.get("reason") for a in attempts if not a.get("ok")],
+        "last_errors": attempts[-1].get("errors", []) if attempts else [],
+    }

@@ -1,0 +1,1 @@
+"""The support_triage project's tools: lookups and writes over the shop database."""
