@@ -6,7 +6,7 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from agents.intents import INTENTS
 from slmflow import Label, Object, Skill, ToolCalls
@@ -28,9 +28,11 @@ class TicketFields(BaseModel):
 
 
 class Reply(BaseModel):
-    """The reply to send the customer."""
+    """A customer reply, e.g. {"reply": "Hi Maria, we received your request about ORD-10012 ..."}."""
 
-    reply: str = Field(max_length=600)
+    # The docstring stays out of the schema the model sees: SmolLM2 copies descriptions verbatim.
+    model_config = ConfigDict(json_schema_extra=lambda schema: schema.pop("description", None))
+    reply: str = Field(max_length=240)
 
 
 def _amount_strings(amount: float) -> set[str]:
@@ -128,8 +130,11 @@ draft_reply = Skill(
         "You are a friendly support agent for an online shop. Write a short reply (2-3 sentences) "
         "to the customer. Mention their order id if there is one. Never mention other orders."
     ),
-    prompt="Ticket:\n{ticket}\n\nIntent: {intent}\nOrder id: {order_id}\nWhat we did: {resolution}",
+    prompt=(
+        "Ticket:\n{ticket}\n\nIntent: {intent}\nOrder id: {order_id}\nWhat we did: {resolution}\n\n"
+        "Write the reply to this customer."
+    ),
     output=Object(model=Reply),
     checks=(reply_is_safe,),
-    max_tokens=160,
+    max_tokens=100,
 )

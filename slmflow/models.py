@@ -15,14 +15,21 @@ from tenacity import (
     AsyncRetrying,
     retry_if_exception,
     stop_after_attempt,
-    wait_exponential_jitter,
+    wait_random_exponential,
 )
 
-from slmflow.errors import ModelError, ModelTimeout, ModelUnavailable
+from slmflow.errors import (
+    EndpointUnreachable,
+    ModelError,
+    ModelTimeout,
+    ModelUnavailable,
+    UsageError,
+)
 from slmflow.settings import Settings
 
 __all__ = [
     "Completion",
+    "check_reachable",
     "Dialect",
     "Endpoint",
     "Endpoints",
@@ -156,7 +163,7 @@ class ModelClient:
             async for attempt in AsyncRetrying(
                 retry=retry_if_exception(_is_transient),
                 stop=stop_after_attempt(self.endpoint.max_retries + 1),
-                wait=wait_exponential_jitter(initial=0.2, max=5.0),
+                wait=wait_random_exponential(multiplier=0.2, max=5.0),
                 reraise=True,
             ):
                 with attempt:
@@ -251,3 +258,23 @@ class Endpoints:
         """Close the clients these endpoints created."""
         for client in self._owned:
             await client.aclose()
+
+
+async def check_reachable(client: ModelClient, models: list[str]) -> None:
+    """Fail fast, before a job starts, when an endpoint is down or does not serve a model."""
+    endpoint = client.endpoint
+    try:
+        served = [m.id async for m in client._client.models.list()]
+    except openai.APIConnectionError:
+        raise EndpointUnreachable(
+            f"nothing answers at {endpoint.base_url} ({endpoint.tier} tier): start the server, "
+            f"or fix SLMFLOW_{endpoint.tier.upper()}_BASE_URL"
+        ) from None
+    except openai.APIStatusError:
+        return  # it answers; some OpenAI-compatible APIs do not list models
+    missing = sorted(set(models) - set(served))
+    if missing:
+        raise UsageError(
+            f"{endpoint.base_url} does not serve {', '.join(missing)} (it serves: "
+            f"{', '.join(served) or 'nothing'}): load the adapter or fix the skill's model"
+        )

@@ -1,0 +1,43 @@
+"""The `slmflow` command: a thin shell over the library, one module per command group.
+
+User errors print one line (no traceback) and exit 2; other slmflow errors exit 1.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+from rich.text import Text
+
+from slmflow.cli import graphs, models, run
+from slmflow.cli.output import err_console
+from slmflow.errors import SlmflowError, UsageError
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(
+    name="slmflow",
+    help="Run agentic jobs on small language models, escalating to a large one only when needed.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+app.command("run")(run.run)
+app.command("graphs")(graphs.graphs)
+app.add_typer(models.app, name="models")
+
+
+def main() -> None:
+    """Entry point of the `slmflow` console script."""
+    try:
+        app()
+    except UsageError as exc:
+        err_console.print(Text.assemble(("error: ", "bold red"), str(exc)), soft_wrap=True)
+        sys.exit(2)
+    except SlmflowError as exc:
+        err_console.print(Text.assemble(("failed: ", "bold red"), str(exc)), soft_wrap=True)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        err_console.print("interrupted")
+        sys.exit(130)
