@@ -61,7 +61,7 @@ async def _skill_runs(endpoints: Endpoints, tools: Any) -> dict[str, Any]:
         runs: list[tuple[Any, dict[str, Any], Any]] = [
             (classify, {"ticket": text}, expected["intent"]),
             (extract, {"ticket": text}, gold),
-            (draft_reply, {"ticket": text, "intent": expected["intent"], "order_id": order_id or "none",
+            (draft_reply, {"ticket": text, "intent": expected["intent"], "order_id": order_id,
                            "email": gold["email"], "customer_email": (order or {}).get("customer_email"),
                            "resolution": json.dumps(resolution)}, None),
         ]  # fmt: skip

