@@ -36,7 +36,11 @@ class Reply(BaseModel):
 
 
 def _amount_strings(amount: float) -> set[str]:
-    return {f"{amount:.2f}", f"{amount:g}", f"{amount:.0f}" if amount == int(amount) else f"{amount:.2f}"}
+    return {
+        f"{amount:.2f}",
+        f"{amount:g}",
+        f"{amount:.0f}" if amount == int(amount) else f"{amount:.2f}",
+    }
 
 
 def fields_occur_in_ticket(fields: TicketFields, values: Mapping[str, Any]) -> Iterable[str]:
@@ -53,8 +57,9 @@ def fields_occur_in_ticket(fields: TicketFields, values: Mapping[str, Any]) -> I
 def calls_use_ticket_order(calls: list[Any], values: Mapping[str, Any]) -> Iterable[str]:
     """Tool calls must be about the order the ticket names."""
     for call in calls:
-        if call.arguments.get("order_id") != values["order_id"]:
-            yield f"{call.name} must be called with order_id {values['order_id']}, not {call.arguments.get('order_id')!r}"
+        given = call.arguments.get("order_id")
+        if given != values["order_id"]:
+            yield f"{call.name} must be called with order_id {values['order_id']}, not {given!r}"
 
 
 def refunds_check_eligibility(calls: list[Any], values: Mapping[str, Any]) -> Iterable[str]:

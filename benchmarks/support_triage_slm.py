@@ -54,7 +54,10 @@ async def _skill_runs(endpoints: Endpoints, tools: Any) -> dict[str, Any]:
         order_id = gold["order_id"]
         order = lookup_order.invoke({"order_id": order_id}) if order_id else None
         resolution = (
-            {"tool": "check_refund_eligibility", "result": check_refund_eligibility.invoke({"order_id": order_id})}
+            {
+                "tool": "check_refund_eligibility",
+                "result": check_refund_eligibility.invoke({"order_id": order_id}),
+            }
             if order_id
             else None
         )
@@ -85,7 +88,12 @@ async def _skill_runs(endpoints: Endpoints, tools: Any) -> dict[str, Any]:
                 answer = result.answer
                 right = answer == want if isinstance(want, str) else answer == {**want, "amount": want["amount"]}
                 s["correct"] += bool(result.ok and right)
-                s["confidences"].append((first.confidence, first.ok and first.output == want if isinstance(want, str) else None))
+                s["confidences"].append(
+                    (
+                        first.confidence,
+                        first.ok and first.output == want if isinstance(want, str) else None,
+                    )
+                )
             print(f"{ticket['ticket_id']} {skill.name:16} {result.status:12} "
                   f"{[str(a.reason) if a.reason else 'ok' for a in result.attempts]} {str(result.answer)[:80]}",
                   flush=True)  # fmt: skip
@@ -105,7 +113,10 @@ async def _job_runs(endpoints: Endpoints) -> dict[str, Any]:
         statuses[result.status] += 1
         if result.review:
             stopped_at[f"{result.review['step']}:{result.review['reasons'][-1]}"] += 1
-        print(f"job {ticket['ticket_id']} {result.status} {result.review and result.review['step']}", flush=True)
+        print(
+            f"job {ticket['ticket_id']} {result.status} {result.review and result.review['step']}",
+            flush=True,
+        )
     return {"statuses": dict(statuses), "needs_review_at": dict(stopped_at),
             "seconds": round(time.perf_counter() - started, 1)}  # fmt: skip
 
@@ -126,7 +137,12 @@ async def main() -> None:
         report["jobs"] = await _job_runs(endpoints)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=1, default=str))
-    print(json.dumps({k: {kk: vv for kk, vv in v.items() if kk != "confidences"} for k, v in report["skills"].items()}, indent=1))
+    print(
+        json.dumps(
+            {k: {kk: vv for kk, vv in v.items() if kk != "confidences"} for k, v in report["skills"].items()},
+            indent=1,
+        )
+    )
     print(json.dumps(report.get("jobs"), indent=1))
 
 

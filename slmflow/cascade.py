@@ -99,9 +99,7 @@ class _Cascade:
             )
         return self.result
 
-    async def _run_tier(
-        self, tier: Tier, client: ModelClient, model: str | None, attempts: int
-    ) -> Verdict:
+    async def _run_tier(self, tier: Tier, client: ModelClient, model: str | None, attempts: int) -> Verdict:
         messages = list(self.base_messages)
         request = constraint(self.skill, client.endpoint.dialect, self.run_.tools)
         verdict = Verdict.reject(EscalationReason.MODEL_UNAVAILABLE, "no attempt was made")
@@ -112,14 +110,10 @@ class _Cascade:
                 )
             except ModelError as exc:
                 reason = (
-                    EscalationReason.TIMEOUT
-                    if isinstance(exc, ModelTimeout)
-                    else EscalationReason.MODEL_UNAVAILABLE
+                    EscalationReason.TIMEOUT if isinstance(exc, ModelTimeout) else EscalationReason.MODEL_UNAVAILABLE
                 )
                 verdict = Verdict.reject(reason, str(exc))
-                self._record(
-                    tier, number, model or client.endpoint.default_model, verdict, None, client
-                )
+                self._record(tier, number, model or client.endpoint.default_model, verdict, None, client)
                 return verdict
             verdict = judge(
                 self.skill,
@@ -157,12 +151,8 @@ class _Cascade:
                 )
             )
         except ToolError as exc:
-            return Verdict.reject(
-                EscalationReason.TOOL_ERROR, str(exc), confidence=verdict.confidence
-            )
-        verdict.answer = [
-            ToolCall(c.name, c.arguments, r) for c, r in zip(calls, results, strict=True)
-        ]
+            return Verdict.reject(EscalationReason.TOOL_ERROR, str(exc), confidence=verdict.confidence)
+        verdict.answer = [ToolCall(c.name, c.arguments, r) for c, r in zip(calls, results, strict=True)]
         return verdict
 
     def _record(
@@ -210,10 +200,7 @@ def _jsonable(answer: Any) -> Any:
     if isinstance(answer, BaseModel):
         return answer.model_dump(mode="json")
     if isinstance(answer, list) and answer and isinstance(answer[0], ToolCall):
-        return [
-            {"name": c.name, "arguments": c.arguments, "result": _json_safe(c.result)}
-            for c in answer
-        ]
+        return [{"name": c.name, "arguments": c.arguments, "result": _json_safe(c.result)} for c in answer]
     return answer
 
 

@@ -10,9 +10,7 @@ from pydantic import BaseModel, Field
 
 __all__ = ["Event", "EventKind", "EventSink"]
 
-EventKind = Literal[
-    "job_started", "step_started", "step_finished", "skill_escalated", "tool_called", "job_finished"
-]
+EventKind = Literal["job_started", "step_started", "step_finished", "skill_escalated", "tool_called", "job_finished"]
 
 
 class Event(BaseModel):

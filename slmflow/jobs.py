@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from enum import StrEnum
 from typing import Any
 
+from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from pydantic import BaseModel, Field, ValidationError
 
@@ -54,12 +55,15 @@ class JobUsage(BaseModel):
             escalations.extend(result.escalations)
         return cls(
             calls={tier: usage.tiers[Tier(tier)].calls if Tier(tier) in usage.tiers else 0 for tier in ("slm", "llm")},
-            tokens={
-                str(tier): {"input": t.input_tokens, "output": t.output_tokens}
-                for tier, t in usage.tiers.items()
-            },
+            tokens={str(tier): {"input": t.input_tokens, "output": t.output_tokens} for tier, t in usage.tiers.items()},
             escalations=[
-                {"step": e.step, "skill": e.skill, "reason": str(e.reason), "detail": e.detail, "to": e.to}
+                {
+                    "step": e.step,
+                    "skill": e.skill,
+                    "reason": str(e.reason),
+                    "detail": e.detail,
+                    "to": e.to,
+                }
                 for e in escalations
             ],
             cost={"actual": round(usage.cost, 8), "all_llm": round(usage.all_llm_cost, 8)},
@@ -112,17 +116,16 @@ async def run_job(
     """
     job_input = validate_input(spec, data)
     job_id = job_id or uuid.uuid4().hex
-    context = JobContext(
-        job_id, endpoints, spec.tools, executor or InProcessExecutor(), emit or (lambda _: None)
-    )
+    context = JobContext(job_id, endpoints, spec.tools, executor or InProcessExecutor(), emit or (lambda _: None))
     graph = spec.builder.compile(checkpointer=checkpointer)
-    config: dict[str, Any] = {"configurable": {"thread_id": job_id}}
+    config: RunnableConfig = {"configurable": {"thread_id": job_id}}
+    start: dict[str, Any] = {"input": job_input.model_dump(mode="json"), "skill_results": []}
     started = time.perf_counter()
     context.emit(Event(kind="job_started", data={"job_id": job_id, "graph": spec.name}))
     try:
         await graph.ainvoke(
-            {"input": job_input.model_dump(mode="json"), "skill_results": []},
-            config,  # type: ignore[arg-type]
+            start,
+            config,
             context=context,
             durability="sync",  # a resumed job continues exactly where it stopped
         )
@@ -132,7 +135,7 @@ async def run_job(
         result = JobResult(job_id=job_id, graph=spec.name, status=JobStatus.FAILED, error=exc.to_dict())
         context.emit(Event(kind="job_finished", data={"status": result.status}))
         return result
-    state = await graph.aget_state(config)  # type: ignore[arg-type]
+    state = await graph.aget_state(config)
     values: dict[str, Any] = dict(state.values)
     results = [SkillResult.model_validate(r) for r in values.get("skill_results", [])]
     review = None
@@ -141,7 +144,10 @@ async def run_job(
         results.append(SkillResult.model_validate(review["result"]))
         status, output = JobStatus.NEEDS_REVIEW, None
     else:
-        status, output = JobStatus.SUCCEEDED, spec.output.model_validate(values["output"]).model_dump(mode="json")
+        status, output = (
+            JobStatus.SUCCEEDED,
+            spec.output.model_validate(values["output"]).model_dump(mode="json"),
+        )
     result = JobResult(
         job_id=job_id,
         graph=spec.name,

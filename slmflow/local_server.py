@@ -60,9 +60,7 @@ def prepare(settings: Settings, progress: Callable[[str], None] = print) -> Path
 
 
 def _require_local_extra() -> None:
-    missing = [
-        m for m in ("vllm", "transformers", "gguf", "torch") if importlib.util.find_spec(m) is None
-    ]
+    missing = [m for m in ("vllm", "transformers", "gguf", "torch") if importlib.util.find_spec(m) is None]
     if missing:
         raise SettingsError(
             f"the local model server needs {', '.join(missing)}: "
@@ -91,15 +89,13 @@ def _convert(target: Path) -> None:
     assert spec is not None and spec.submodule_search_locations
     source = Path(list(spec.submodule_search_locations)[0])
     tokenizer = AutoTokenizer.from_pretrained(source, gguf_file=_GGUF_FILE)
-    quantized = AutoModelForCausalLM.from_pretrained(
-        source, gguf_file=_GGUF_FILE, dtype=torch.float32
-    )
+    quantized = AutoModelForCausalLM.from_pretrained(source, gguf_file=_GGUF_FILE, dtype=torch.float32)
     # save_pretrained refuses a model loaded from a quantized GGUF: rebuild it from a clean config.
     config_dict = quantized.config.to_dict()
     config_dict.pop("quantization_config", None)
     config_dict["torch_dtype"] = "float32"
     config = AutoConfig.for_model(**config_dict)
-    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)  # type: ignore[no-untyped-call]
     model.load_state_dict(quantized.state_dict())
     partial = target.with_name(target.name + ".partial")
     partial.mkdir(parents=True, exist_ok=True)
@@ -191,9 +187,7 @@ def serve(
             return LocalServer(base_url, models, process, log_path)
         time.sleep(1.0)
     process.kill()
-    raise SlmflowError(
-        f"the local vLLM server did not answer within {startup_timeout:.0f}s; see {log_path}"
-    )
+    raise SlmflowError(f"the local vLLM server did not answer within {startup_timeout:.0f}s; see {log_path}")
 
 
 def _pid_path(settings: Settings) -> Path:

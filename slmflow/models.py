@@ -68,9 +68,7 @@ class Endpoint:
 
     def cost(self, input_tokens: int, output_tokens: int) -> float:
         """Estimated cost of a call with these token counts."""
-        return (
-            input_tokens * self.price_per_1k_input + output_tokens * self.price_per_1k_output
-        ) / 1000
+        return (input_tokens * self.price_per_1k_input + output_tokens * self.price_per_1k_output) / 1000
 
 
 @dataclass(frozen=True)
@@ -110,16 +108,12 @@ def map_openai_error(exc: Exception, model: str, base_url: str) -> ModelError:
     if isinstance(exc, openai.APITimeoutError):
         return ModelTimeout(f"{model} at {base_url} did not answer in time", model=model)
     if isinstance(exc, openai.APIConnectionError):
-        return ModelUnavailable(
-            f"cannot connect to {base_url} (model {model}): is the server running?", model=model
-        )
+        return ModelUnavailable(f"cannot connect to {base_url} (model {model}): is the server running?", model=model)
     if isinstance(exc, openai.APIStatusError):
         status = exc.status_code
         detail = _error_detail(exc)
         error_type = ModelUnavailable if status >= 500 else ModelError
-        return error_type(
-            f"{model} at {base_url} answered {status}: {detail}", model=model, status_code=status
-        )
+        return error_type(f"{model} at {base_url} answered {status}: {detail}", model=model, status_code=status)
     return ModelError(f"{model} at {base_url} failed: {exc!r}", model=model)
 
 

@@ -26,7 +26,7 @@ from slmflow.graphs import GraphSpec
 __all__ = ["Project", "find_project"]
 
 _HOW_TO = (
-    "add a slmflow.toml with a [graphs] table (name = \"module:attribute\"), "
+    'add a slmflow.toml with a [graphs] table (name = "module:attribute"), '
     "or run from the project's directory / pass --project DIR / set SLMFLOW_PROJECT"
 )
 
@@ -52,14 +52,11 @@ class Project:
             module = importlib.import_module(module_name)
         except Exception as exc:
             raise ProjectError(
-                f"graph {name!r} ({target}, declared in {self.file}) failed to import: "
-                f"{type(exc).__name__}: {exc}"
+                f"graph {name!r} ({target}, declared in {self.file}) failed to import: {type(exc).__name__}: {exc}"
             ) from exc
         spec = getattr(module, attribute or "graph", None)
         if not isinstance(spec, GraphSpec):
-            raise ProjectError(
-                f"{target} (declared in {self.file}) is {type(spec).__name__}, expected a GraphSpec"
-            )
+            raise ProjectError(f"{target} (declared in {self.file}) is {type(spec).__name__}, expected a GraphSpec")
         return spec
 
     def load_all(self) -> dict[str, GraphSpec]:
@@ -80,7 +77,10 @@ def find_project(start: Path | None = None) -> Project:
 
 
 def _read(directory: Path) -> Project | None:
-    for file, table_path in ((directory / "slmflow.toml", ()), (directory / "pyproject.toml", ("tool", "slmflow"))):
+    for file, table_path in (
+        (directory / "slmflow.toml", ()),
+        (directory / "pyproject.toml", ("tool", "slmflow")),
+    ):
         if not file.is_file():
             continue
         try:
@@ -92,11 +92,7 @@ def _read(directory: Path) -> Project | None:
         if not data:
             continue  # a pyproject.toml without [tool.slmflow] is not a project file
         graphs = data.get("graphs")
-        if not isinstance(graphs, dict) or not all(
-            isinstance(v, str) and ":" in v for v in graphs.values()
-        ):
-            raise ProjectError(
-                f"{file}: expected a graphs table of name = \"module:attribute\", got {graphs!r}"
-            )
+        if not isinstance(graphs, dict) or not all(isinstance(v, str) and ":" in v for v in graphs.values()):
+            raise ProjectError(f'{file}: expected a graphs table of name = "module:attribute", got {graphs!r}')
         return Project(root=directory, file=file, graphs=dict(graphs))
     return None

@@ -19,18 +19,14 @@ __all__ = ["feedback_message", "render_messages"]
 def _answer_format(skill: Skill) -> str:
     output = skill.output
     if isinstance(output, Label):
-        return "Answer with exactly one of these labels and nothing else: " + ", ".join(
-            output.labels
-        )
+        return "Answer with exactly one of these labels and nothing else: " + ", ".join(output.labels)
     if isinstance(output, Object):
         schema = json.dumps(output.model.model_json_schema(), separators=(",", ":"))
         return f"Answer with one JSON object that matches this JSON Schema: {schema}"
     return "Answer by calling the right function with arguments taken from the request."
 
 
-def render_messages(
-    skill: Skill, values: Mapping[str, Any], tools: ToolRegistry | None = None
-) -> list[dict[str, Any]]:
+def render_messages(skill: Skill, values: Mapping[str, Any], tools: ToolRegistry | None = None) -> list[dict[str, Any]]:
     """System and user messages for one input."""
     system = f"{skill.instructions.strip()}\n\n{_answer_format(skill)}"
     return [

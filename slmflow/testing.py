@@ -89,24 +89,16 @@ class ScriptedServer:
         """The request bodies received for `model`, in order."""
         return [r for r in self.requests if r.get("model") == model]
 
-    def endpoint(
-        self, tier: Tier, model: str, dialect: Dialect = "vllm", timeout: float = 5.0
-    ) -> Endpoint:
+    def endpoint(self, tier: Tier, model: str, dialect: Dialect = "vllm", timeout: float = 5.0) -> Endpoint:
         """An endpoint on this server; prices are 1 and 10 per 1k tokens for the SLM and LLM."""
         price = 1.0 if tier is Tier.SLM else 10.0
         return Endpoint(tier, self.base_url, model, dialect=dialect, timeout=timeout,
                         max_retries=1, price_per_1k_input=price, price_per_1k_output=price)  # fmt: skip
 
-    def endpoints(
-        self, slm_model: str, llm_model: str | None = None, timeout: float = 5.0
-    ) -> Endpoints:
+    def endpoints(self, slm_model: str, llm_model: str | None = None, timeout: float = 5.0) -> Endpoints:
         """SLM (and LLM) endpoints on this server, for `run_skill` and graphs."""
         slm = ModelClient(self.endpoint(Tier.SLM, slm_model, timeout=timeout))
-        llm = (
-            ModelClient(self.endpoint(Tier.LLM, llm_model, "openai", timeout))
-            if llm_model
-            else None
-        )
+        llm = ModelClient(self.endpoint(Tier.LLM, llm_model, "openai", timeout)) if llm_model else None
         return Endpoints(slm=slm, llm=llm, llm_price_per_1k=(10.0, 10.0),
                          _owned=[c for c in (slm, llm) if c])  # fmt: skip
 
@@ -153,10 +145,7 @@ def _completion_body(model: str, reply: Reply) -> dict[str, Any]:
                     "tool_calls": calls or None,
                 },
                 "logprobs": {
-                    "content": [
-                        {"token": "t", "logprob": lp, "bytes": None, "top_logprobs": []}
-                        for lp in logprobs
-                    ]
+                    "content": [{"token": "t", "logprob": lp, "bytes": None, "top_logprobs": []} for lp in logprobs]
                 },
                 "finish_reason": reply.finish_reason or ("tool_calls" if calls else "stop"),
             }

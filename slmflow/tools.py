@@ -55,9 +55,7 @@ class ToolSpec:
         try:
             jsonschema.Draft202012Validator.check_schema(self.parameters)
         except jsonschema.SchemaError as exc:
-            raise UsageError(
-                f"tool {self.name!r} has an invalid JSON Schema: {exc.message}"
-            ) from None
+            raise UsageError(f"tool {self.name!r} has an invalid JSON Schema: {exc.message}") from None
 
     def openai_tool(self) -> dict[str, Any]:
         """The OpenAI `tools` entry, `strict` so that the arguments are decoded against the schema."""
@@ -74,11 +72,12 @@ class ToolSpec:
     def validate(self, arguments: str | Mapping[str, Any]) -> dict[str, Any]:
         """Parsed arguments, or `InvalidToolArguments` saying what is wrong."""
         if isinstance(arguments, str):
+            text = arguments
             try:
-                arguments = json.loads(arguments or "{}")
+                arguments = json.loads(text or "{}")
             except json.JSONDecodeError as exc:
                 raise InvalidToolArguments(
-                    f"arguments of {self.name} are not valid JSON ({exc.msg}): {arguments[:200]!r}",
+                    f"arguments of {self.name} are not valid JSON ({exc.msg}): {text[:200]!r}",
                     tool=self.name,
                 ) from None
         if not isinstance(arguments, Mapping):
@@ -135,9 +134,7 @@ class ToolRegistry:
     _tools: dict[str, ToolSpec] = field(default_factory=dict)
 
     @classmethod
-    def of(
-        cls, tools: Iterable[BaseTool | ToolSpec], timeout: float = DEFAULT_TOOL_TIMEOUT_S
-    ) -> ToolRegistry:
+    def of(cls, tools: Iterable[BaseTool | ToolSpec], timeout: float = DEFAULT_TOOL_TIMEOUT_S) -> ToolRegistry:
         """A registry holding these tools (langchain `@tool`s or declared specs)."""
         registry = cls()
         for tool in tools:

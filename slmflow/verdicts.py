@@ -35,9 +35,7 @@ class Verdict:
     confidence: float | None = None
 
     @classmethod
-    def reject(
-        cls, reason: EscalationReason, *errors: str, confidence: float | None = None
-    ) -> Verdict:
+    def reject(cls, reason: EscalationReason, *errors: str, confidence: float | None = None) -> Verdict:
         """A failed verdict."""
         return cls(ok=False, reason=reason, errors=list(errors), confidence=confidence)
 
@@ -63,15 +61,11 @@ def constraint(skill: Skill, dialect: Dialect, tools: ToolRegistry | None) -> di
             return {"extra_body": {"structured_outputs": {"choice": list(output.labels)}}}
         return {"response_format": _json_schema_format(skill.name, _label_schema(output.labels))}
     if isinstance(output, Object):
-        return {
-            "response_format": _json_schema_format(skill.name, output.model.model_json_schema())
-        }
+        return {"response_format": _json_schema_format(skill.name, output.model.model_json_schema())}
     assert tools is not None, "a tool-calling skill runs with a tool registry"
     specs = [tools.get(name) for name in output.tools]
     # One granted tool: name it, so that only its arguments are left to decode.
-    choice: Any = (
-        {"type": "function", "function": {"name": specs[0].name}} if len(specs) == 1 else "required"
-    )
+    choice: Any = {"type": "function", "function": {"name": specs[0].name}} if len(specs) == 1 else "required"
     if output.min_calls == 0:
         choice = "auto"
     return {"tools": [s.openai_tool() for s in specs], "tool_choice": choice}
@@ -114,9 +108,7 @@ def judge(
     return Verdict(ok=True, answer=parsed.answer, confidence=conf)
 
 
-def _parse(
-    skill: Skill, completion: Completion, dialect: Dialect, tools: ToolRegistry | None
-) -> Verdict:
+def _parse(skill: Skill, completion: Completion, dialect: Dialect, tools: ToolRegistry | None) -> Verdict:
     output = skill.output
     if isinstance(output, ToolCalls):
         assert tools is not None
@@ -138,9 +130,7 @@ def _parse_label(output: Label, text: str, dialect: Dialect) -> Verdict:
         try:
             label = str(json.loads(text)["label"])
         except (json.JSONDecodeError, KeyError, TypeError):
-            return Verdict.reject(
-                EscalationReason.INVALID_OUTPUT, f"expected {{'label': ...}}, got {text[:200]!r}"
-            )
+            return Verdict.reject(EscalationReason.INVALID_OUTPUT, f"expected {{'label': ...}}, got {text[:200]!r}")
     if label not in output.labels:
         return Verdict.reject(
             EscalationReason.INVALID_OUTPUT,
@@ -153,15 +143,11 @@ def _parse_object(output: Object, text: str) -> Verdict:
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
-        return Verdict.reject(
-            EscalationReason.INVALID_OUTPUT, f"not valid JSON ({exc.msg}): {text[:200]!r}"
-        )
+        return Verdict.reject(EscalationReason.INVALID_OUTPUT, f"not valid JSON ({exc.msg}): {text[:200]!r}")
     try:
         return Verdict(ok=True, answer=output.model.model_validate(data))
     except ValidationError as exc:
-        problems = [
-            f"{'.'.join(map(str, e['loc'])) or 'object'}: {e['msg']}" for e in exc.errors()[:5]
-        ]
+        problems = [f"{'.'.join(map(str, e['loc'])) or 'object'}: {e['msg']}" for e in exc.errors()[:5]]
         return Verdict.reject(EscalationReason.INVALID_OUTPUT, *problems)
 
 
@@ -174,9 +160,7 @@ def _parse_tool_calls(output: ToolCalls, completion: Completion, tools: ToolRegi
             else f"{output.min_calls} to {output.max_calls}"
         )
         got = f"{len(raw)} calls" if raw else f"text {(completion.text or '')[:120]!r}"
-        return Verdict.reject(
-            EscalationReason.INVALID_OUTPUT, f"expected {wanted} tool call(s), got {got}"
-        )
+        return Verdict.reject(EscalationReason.INVALID_OUTPUT, f"expected {wanted} tool call(s), got {got}")
     calls: list[ToolCall] = []
     for call in raw:
         try:

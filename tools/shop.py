@@ -15,7 +15,14 @@ from typing import Any
 from langchain_core.tools import tool
 from pydantic import BaseModel, Field
 
-__all__ = ["ORDER_ID_PATTERN", "SHOP_TOOLS", "check_refund_eligibility", "connect", "lookup_order", "open_case"]
+__all__ = [
+    "ORDER_ID_PATTERN",
+    "SHOP_TOOLS",
+    "check_refund_eligibility",
+    "connect",
+    "lookup_order",
+    "open_case",
+]
 
 ORDER_ID_PATTERN = r"^ORD-[0-9]{5}$"
 TODAY = date(2026, 11, 24)  # the seed data's "today": eligibility must not drift with the clock
@@ -65,7 +72,16 @@ def lookup_order(order_id: str) -> dict[str, Any]:
     """Look up an order: its status, item, total, dates and the customer's email."""
     with connect() as connection:
         row = _order(connection, order_id)
-    keys = ("id", "status", "item", "total", "placed_on", "delivered_on", "customer_email", "customer_name")
+    keys = (
+        "id",
+        "status",
+        "item",
+        "total",
+        "placed_on",
+        "delivered_on",
+        "customer_email",
+        "customer_name",
+    )
     return {key: row[key] for key in keys}
 
 
@@ -74,11 +90,13 @@ def check_refund_eligibility(order_id: str) -> dict[str, Any]:
     """Check whether an order can be refunded under the shop's refund policy."""
     with connect() as connection:
         row = _order(connection, order_id)
-        policy = connection.execute(
-            "SELECT * FROM refund_policy WHERE category = ?", (row["category"],)
-        ).fetchone()
+        policy = connection.execute("SELECT * FROM refund_policy WHERE category = ?", (row["category"],)).fetchone()
     if row["delivered_on"] is None:
-        return {"order_id": order_id, "eligible": False, "reason": f"order is {row['status']}, not delivered"}
+        return {
+            "order_id": order_id,
+            "eligible": False,
+            "reason": f"order is {row['status']}, not delivered",
+        }
     age = (TODAY - date.fromisoformat(row["delivered_on"])).days
     eligible = age <= policy["window_days"]
     reason = (
@@ -86,7 +104,12 @@ def check_refund_eligibility(order_id: str) -> dict[str, Any]:
         if eligible
         else f"delivered {age} days ago, outside the {policy['window_days']}-day {row['category']} window"
     )
-    return {"order_id": order_id, "eligible": eligible, "reason": reason, "requires_return": bool(policy["requires_return"])}
+    return {
+        "order_id": order_id,
+        "eligible": eligible,
+        "reason": reason,
+        "requires_return": bool(policy["requires_return"]),
+    }
 
 
 @tool(args_schema=CaseRequest)

@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 
 from slmflow.events import Event
 
@@ -30,5 +31,6 @@ def render_event(event: Event) -> str | None:
             return f"[green]✓[/] {event.step} [dim]({data.get('tier')}, {data.get('attempts')} call(s){shown})[/]"
         return f"[yellow]?[/] {event.step} [dim]needs review after {data.get('attempts')} call(s)[/]"
     if event.kind == "skill_escalated":
-        return f"  [yellow]↑[/] {event.step}: {data.get('reason')} → {data.get('to')}: [dim]{data.get('detail', '')[:160]}[/]"
+        detail = escape(str(data.get("detail", ""))[:160])
+        return f"  [yellow]↑[/] {event.step}: {data.get('reason')} → {data.get('to')}: [dim]{detail}[/]"
     return None

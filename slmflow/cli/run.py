@@ -60,9 +60,7 @@ def _json(result: JobResult) -> dict[str, object]:
         "usage": {
             "calls": usage.calls,
             "tokens": usage.tokens,
-            "escalations": [
-                {k: e[k] for k in ("step", "skill", "reason", "detail")} for e in usage.escalations
-            ],
+            "escalations": [{k: e[k] for k in ("step", "skill", "reason", "detail")} for e in usage.escalations],
             "cost": usage.cost,
             "latency_s": usage.latency_s,
         },
@@ -76,7 +74,9 @@ def _print(result: JobResult) -> None:
     if result.output:
         console.print_json(data=result.output)
     if result.review:
-        console.print(f"waiting for review at step {result.review['step']}: {', '.join(map(str, result.review['reasons']))}")
+        console.print(
+            f"waiting for review at step {result.review['step']}: {', '.join(map(str, result.review['reasons']))}"
+        )
     if result.error:
         console.print(f"[red]{result.error['type']}: {result.error['message']}[/]")
     usage = result.usage

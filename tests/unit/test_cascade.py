@@ -84,7 +84,9 @@ async def test_confident_valid_label_is_kept_on_the_slm(server: ScriptedServer) 
     assert request["temperature"] == 0 and request["logprobs"] is True
 
 
-async def test_label_outside_the_set_is_invalid_output_and_retried_with_feedback(server: ScriptedServer) -> None:
+async def test_label_outside_the_set_is_invalid_output_and_retried_with_feedback(
+    server: ScriptedServer,
+) -> None:
     result = await run(server, label_skill, [Reply(text="refund please"), Reply(text="refund")])
     assert result.ok and result.answer == "refund"
     assert [a.reason for a in result.attempts] == [EscalationReason.INVALID_OUTPUT, None]
@@ -113,10 +115,15 @@ async def test_low_logprobs_escalate_with_low_confidence(server: ScriptedServer)
     assert result.attempts[0].confidence == pytest.approx(0.301, abs=1e-3)
 
 
-async def test_no_llm_configured_means_needs_review_with_every_reason(server: ScriptedServer) -> None:
+async def test_no_llm_configured_means_needs_review_with_every_reason(
+    server: ScriptedServer,
+) -> None:
     result = await run(server, label_skill, [Reply(text="bogus"), Reply(text="other")])
     assert result.status == "needs_review" and result.answer is None
-    assert [a.reason for a in result.attempts] == [EscalationReason.INVALID_OUTPUT, EscalationReason.CHECK_FAILED]
+    assert [a.reason for a in result.attempts] == [
+        EscalationReason.INVALID_OUTPUT,
+        EscalationReason.CHECK_FAILED,
+    ]
     [escalation] = result.escalations
     assert (escalation.to, escalation.reason) == ("review", EscalationReason.CHECK_FAILED)
 
@@ -124,7 +131,10 @@ async def test_no_llm_configured_means_needs_review_with_every_reason(server: Sc
 async def test_every_tier_failing_ends_in_review_after_the_llm(server: ScriptedServer) -> None:
     result = await run(server, label_skill, [Reply(text="other")], llm=[Reply(text='{"label": "other"}')])
     assert result.status == "needs_review"
-    assert [(e.from_tier, e.to) for e in result.escalations] == [(Tier.SLM, "llm"), (Tier.LLM, "review")]
+    assert [(e.from_tier, e.to) for e in result.escalations] == [
+        (Tier.SLM, "llm"),
+        (Tier.LLM, "review"),
+    ]
 
 
 async def test_invalid_json_object_is_invalid_output(server: ScriptedServer) -> None:

@@ -85,7 +85,11 @@ def test_run_json_prints_exactly_one_result_object(triage_server: ScriptedServer
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout)  # the whole of stdout is one JSON document
     assert set(result) >= {"job_id", "graph", "status", "output", "usage", "trace_id"}
-    assert (result["graph"], result["status"], result["trace_id"]) == ("support_triage", "succeeded", None)
+    assert (result["graph"], result["status"], result["trace_id"]) == (
+        "support_triage",
+        "succeeded",
+        None,
+    )
     assert result["usage"]["calls"] == {"slm": 5, "llm": 0}
     assert set(result["usage"]["tokens"]) == {"slm"}
     assert set(result["usage"]["tokens"]["slm"]) == {"input", "output"}

@@ -13,7 +13,7 @@ from slmflow.errors import ProjectError, UnknownGraph
 from slmflow.graphs import GraphSpec
 from slmflow.project import find_project
 
-GRAPH_MODULE = '''
+GRAPH_MODULE = """
 from langgraph.graph import END, START, StateGraph
 from pydantic import BaseModel
 
@@ -34,7 +34,7 @@ builder.add_edge(START, "echo")
 builder.add_edge("echo", END)
 graph = GraphSpec(name="echo", builder=builder, input=Text, output=Text, tools=ToolRegistry.of([]))
 not_a_graph = 42
-'''
+"""
 
 
 @pytest.fixture
@@ -95,9 +95,7 @@ def test_graph_loads_as_a_graph_spec(tmp_path: Path, module_name: str) -> None:
     assert spec.name == "echo"
 
 
-def test_graph_module_that_raises_names_the_graph_and_file(
-    tmp_path: Path, module_name: str
-) -> None:
+def test_graph_module_that_raises_names_the_graph_and_file(tmp_path: Path, module_name: str) -> None:
     write_module(tmp_path, module_name, "raise RuntimeError('boom at import')\n")
     file = tmp_path / "slmflow.toml"
     file.write_text(f'[graphs]\nbroken = "{module_name}:graph"\n')
@@ -110,9 +108,7 @@ def test_graph_module_that_raises_names_the_graph_and_file(
 
 
 def test_unknown_graph_lists_the_known_ones(tmp_path: Path) -> None:
-    (tmp_path / "slmflow.toml").write_text(
-        '[graphs]\necho = "graphs.echo:graph"\ntriage = "graphs.triage:graph"\n'
-    )
+    (tmp_path / "slmflow.toml").write_text('[graphs]\necho = "graphs.echo:graph"\ntriage = "graphs.triage:graph"\n')
     project = find_project(tmp_path)
     with pytest.raises(UnknownGraph, match="echo, triage") as caught:
         project.load_graph("nope")
@@ -120,9 +116,7 @@ def test_unknown_graph_lists_the_known_ones(tmp_path: Path) -> None:
     assert "'nope'" in str(caught.value)
 
 
-def test_attribute_that_is_not_a_graph_spec_is_a_project_error(
-    tmp_path: Path, module_name: str
-) -> None:
+def test_attribute_that_is_not_a_graph_spec_is_a_project_error(tmp_path: Path, module_name: str) -> None:
     write_module(tmp_path, module_name)
     (tmp_path / "slmflow.toml").write_text(f'[graphs]\nnumber = "{module_name}:not_a_graph"\n')
     with pytest.raises(ProjectError, match="expected a GraphSpec"):

