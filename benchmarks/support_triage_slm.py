@@ -88,7 +88,8 @@ async def _skill_runs(endpoints: Endpoints, tools: Any) -> dict[str, Any]:
                 answer = result.answer
                 right = answer == want if isinstance(want, str) else answer == {**want, "amount": want["amount"]}
                 s["correct"] += bool(result.ok and right)
-                s["confidences"].append(
+                if isinstance(want, str):
+                    s["confidences"].append([first.confidence, first.output == want])
                     (
                         first.confidence,
                         first.ok and first.output == want if isinstance(want, str) else None,

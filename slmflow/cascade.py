@@ -5,6 +5,7 @@ for attempt in slm_attempts:
     answer = call SLM (temperature 0, constrained decoding)
     verdict = judge(answer)        # parse, schema, checks, confidence, tool arguments
     if verdict.ok: run its tool calls; if they succeed: return it (tier=slm)
+    if low confidence: stop retrying (feedback does not make a model surer)
     feed verdict.errors into the next prompt
 escalate to the LLM with the last reason; same checks (no confidence floor)
 no tier succeeded: needs_review, every reason kept
@@ -126,7 +127,9 @@ class _Cascade:
             if verdict.ok and isinstance(self.skill.output, ToolCalls):
                 verdict = await self._execute(verdict)
             self._record(tier, number, completion.model, verdict, completion, client)
-            if verdict.ok:
+            if verdict.ok or verdict.reason is EscalationReason.LOW_CONFIDENCE:
+                # An unsure model is not repaired by feedback: re-asking it at temperature 0 costs a
+                # call and rarely changes its mind, so low confidence escalates at once.
                 return verdict
             messages = [
                 *self.base_messages,

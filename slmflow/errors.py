@@ -62,7 +62,9 @@ class SlmflowError(Exception):
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        SlmflowError._registry[cls.__name__] = cls
+        # Only the framework's own errors rebuild by name: a project's `FooError` cannot shadow one.
+        if cls.__module__ == __name__:
+            SlmflowError._registry[cls.__name__] = cls
 
     def __init__(self, message: str, **context: Any) -> None:
         super().__init__(message)

@@ -195,12 +195,15 @@ class InProcessExecutor:
         """Run `spec` with `arguments`; tool exceptions become `ToolFailed`."""
         if spec.run is None:
             return None
+        deadline = asyncio.timeout(spec.timeout)
         try:
-            async with asyncio.timeout(spec.timeout):
+            async with deadline:
                 result = spec.run(arguments)
                 if asyncio.iscoroutine(result):
                     result = await result
-        except TimeoutError:
+        except TimeoutError as exc:
+            if not deadline.expired():  # the tool's own timeout (a socket, say): it failed
+                raise ToolFailed(f"{spec.name} failed: {exc or 'timed out'}", tool=spec.name, key=context.key) from exc
             raise ToolTimeout(
                 f"{spec.name} did not finish within {spec.timeout:g}s",
                 tool=spec.name,

@@ -112,6 +112,7 @@ async def test_low_logprobs_escalate_with_low_confidence(server: ScriptedServer)
     result = await run(server, label_skill, [unsure], llm=[Reply(text='{"label": "refund"}', logprobs=[])])
     assert result.tier == Tier.LLM
     assert result.escalations[0].reason == EscalationReason.LOW_CONFIDENCE
+    assert len(server.requests_for("slm")) == 1  # an unsure model is not asked again
     assert result.attempts[0].confidence == pytest.approx(0.301, abs=1e-3)
 
 
