@@ -54,7 +54,7 @@ class JobUsage(BaseModel):
             usage.merge(result.usage)
             escalations.extend(result.escalations)
         return cls(
-            calls={tier: usage.tiers[Tier(tier)].calls if Tier(tier) in usage.tiers else 0 for tier in ("slm", "llm")},
+            calls={tier: usage.tiers[tier].calls if tier in usage.tiers else 0 for tier in (Tier.SLM, Tier.LLM)},
             tokens={str(tier): {"input": t.input_tokens, "output": t.output_tokens} for tier, t in usage.tiers.items()},
             escalations=[
                 {
