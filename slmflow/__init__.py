@@ -4,12 +4,15 @@ The names here are the public API; everything else is importable from its module
 """
 
 from slmflow.cascade import run_skill
+from slmflow.client import AsyncClient, AsyncJob, Client, GraphInfo, Job
 from slmflow.errors import (
     EndpointUnreachable,
     InvalidInput,
     InvalidToolArguments,
+    JobCancelled,
     JobError,
     JobFailed,
+    JobNeedsReview,
     JobNotFound,
     ModelError,
     ModelTimeout,
@@ -27,6 +30,7 @@ from slmflow.errors import (
     UsageError,
 )
 from slmflow.events import Event
+from slmflow.fleet.records import JobRecord
 from slmflow.graphs import GraphSpec, JobContext, JobState, skill_node
 from slmflow.jobs import JobResult, JobStatus, run_job
 from slmflow.models import Endpoint, Endpoints, Tier
@@ -36,18 +40,26 @@ from slmflow.skills import Label, Object, Skill, ToolCalls
 from slmflow.tools import ToolRegistry, declare_tool
 
 __all__ = [
+    "AsyncClient",
+    "AsyncJob",
+    "Client",
     "Endpoint",
     "EndpointUnreachable",
     "Endpoints",
     "EscalationReason",
     "Event",
+    "GraphInfo",
     "GraphSpec",
     "InvalidInput",
     "InvalidToolArguments",
+    "Job",
+    "JobCancelled",
     "JobContext",
     "JobError",
     "JobFailed",
+    "JobNeedsReview",
     "JobNotFound",
+    "JobRecord",
     "JobResult",
     "JobState",
     "JobStatus",

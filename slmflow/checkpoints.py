@@ -1,4 +1,4 @@
-"""LangGraph checkpointers chosen by URL: `memory`, or `sqlite:///path/to/file.db`."""
+"""LangGraph checkpointers chosen by URL: `memory`, `sqlite:///path/to/file.db`, `postgresql://...`."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ __all__ = ["open_checkpointer"]
 
 
 @asynccontextmanager
-async def open_checkpointer(url: str) -> AsyncIterator[BaseCheckpointSaver[str]]:
+async def open_checkpointer(url: str, pool_size: int = 10) -> AsyncIterator[BaseCheckpointSaver[str]]:
     """The checkpointer `url` names, open for the duration of the block."""
     if url == "memory":
         yield InMemorySaver()
@@ -28,4 +28,16 @@ async def open_checkpointer(url: str) -> AsyncIterator[BaseCheckpointSaver[str]]
         async with AsyncSqliteSaver.from_conn_string(str(path)) as saver:
             yield saver
         return
-    raise SettingsError(f"SLMFLOW_CHECKPOINT_URL={url!r}: expected 'memory' or 'sqlite:///FILE'")
+    if url.startswith(("postgresql://", "postgres://")):
+        from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
+        from psycopg.rows import dict_row
+        from psycopg_pool import AsyncConnectionPool
+
+        # A pool, not one connection: a jobs worker writes checkpoints for hundreds of jobs at once.
+        options = {"autocommit": True, "prepare_threshold": 0, "row_factory": dict_row}
+        async with AsyncConnectionPool(url, min_size=1, max_size=pool_size, kwargs=options, open=False) as pool:
+            saver = AsyncPostgresSaver(pool)  # type: ignore[arg-type]
+            await saver.setup()  # idempotent: creates or migrates the checkpoint tables
+            yield saver
+        return
+    raise SettingsError(f"SLMFLOW_CHECKPOINT_URL={url!r}: expected 'memory', 'sqlite:///FILE' or 'postgresql://...'")

@@ -20,7 +20,9 @@ SlmflowError
 │   └── ToolFailed              the tool ran and raised
 └── JobError
     ├── JobNotFound
-    └── JobFailed
+    ├── JobFailed
+    ├── JobCancelled
+    └── JobNeedsReview          the job waits for a human answer (`Job.review`)
 ```
 
 Each error is built from JSON values only (`message` plus keyword context), so it survives a
@@ -35,8 +37,10 @@ __all__ = [
     "EndpointUnreachable",
     "InvalidInput",
     "InvalidToolArguments",
+    "JobCancelled",
     "JobError",
     "JobFailed",
+    "JobNeedsReview",
     "JobNotFound",
     "ModelError",
     "ModelTimeout",
@@ -162,3 +166,11 @@ class JobNotFound(JobError, KeyError):
 
 class JobFailed(JobError):
     """The job ended `failed`."""
+
+
+class JobCancelled(JobError):
+    """The job was cancelled."""
+
+
+class JobNeedsReview(JobError):
+    """No tier could answer a step: the job waits for `Job.review(answer)`."""

@@ -21,6 +21,8 @@ class Event(BaseModel):
     skill: str | None = None
     data: dict[str, Any] = Field(default_factory=dict)
     at: datetime = Field(default_factory=lambda: datetime.now(UTC))
+    id: str | None = None
+    """Its id in the job's event stream (set when read back); resume reading after it."""
 
 
 EventSink = Callable[[Event], None]

@@ -8,10 +8,11 @@ no tier could answer pauses the graph with a LangGraph `interrupt`: the job is `
 
 from __future__ import annotations
 
+import inspect
 import operator
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Annotated, Any, NotRequired, TypedDict
+from typing import Annotated, Any, NotRequired, Protocol, TypedDict
 
 from langgraph.graph import StateGraph
 from langgraph.runtime import Runtime
@@ -25,7 +26,7 @@ from slmflow.models import Endpoints
 from slmflow.skills import Skill, ToolCalls
 from slmflow.tools import ToolExecutor, ToolRegistry
 
-__all__ = ["GraphSpec", "JobContext", "JobState", "skill_node"]
+__all__ = ["GraphSpec", "JobContext", "JobState", "MemoryMemo", "StepMemo", "skill_node"]
 
 
 class JobState(TypedDict):
@@ -34,6 +35,33 @@ class JobState(TypedDict):
     input: dict[str, Any]
     output: NotRequired[dict[str, Any]]
     skill_results: Annotated[list[dict[str, Any]], operator.add]
+
+
+class StepMemo(Protocol):
+    """Skill results a node must not recompute when it re-runs (LangGraph re-runs a paused node)."""
+
+    async def recall(self, step: str) -> dict[str, Any] | None:
+        """The remembered result of `step`, if any."""
+        ...
+
+    async def remember(self, step: str, result: dict[str, Any]) -> None:
+        """Remember the result of `step`."""
+        ...
+
+
+@dataclass
+class MemoryMemo:
+    """A `StepMemo` in a dict (in-process jobs)."""
+
+    results: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    async def recall(self, step: str) -> dict[str, Any] | None:
+        """The remembered result of `step`, if any."""
+        return self.results.get(step)
+
+    async def remember(self, step: str, result: dict[str, Any]) -> None:
+        """Remember the result of `step`."""
+        self.results[step] = result
 
 
 @dataclass(frozen=True)
@@ -45,6 +73,13 @@ class JobContext:
     tools: ToolRegistry
     executor: ToolExecutor
     emit: EventSink = field(default=lambda event: None)
+    memo: StepMemo = field(default_factory=MemoryMemo)
+
+    async def publish(self, event: Event) -> None:
+        """Send an event to the sink (which may be sync or async)."""
+        outcome = self.emit(event)
+        if inspect.isawaitable(outcome):
+            await outcome
 
 
 @dataclass(frozen=True)
@@ -84,29 +119,36 @@ def skill_node(skill: Skill, inputs: NodeInputs, output_key: str, *, step: str |
         context = runtime.context
         if context is None:
             raise UsageError(f"graph step {step_name!r} ran without a JobContext: run it as a job")
-        context.emit(Event(kind="step_started", step=step_name, skill=skill.name))
-        result = await run_skill(
-            skill,
-            inputs(state),
-            context.endpoints,
-            tools=context.tools,
-            executor=context.executor,
-            job_id=context.job_id,
-            step=step_name,
-        )
-        for escalation in result.escalations:
-            context.emit(Event(kind="skill_escalated", step=step_name, skill=skill.name,
-                               data=escalation.model_dump(mode="json")))  # fmt: skip
-        context.emit(Event(kind="step_finished", step=step_name, skill=skill.name, data={
-            "status": result.status, "tier": result.tier, "confidence": result.confidence,
-            "attempts": len(result.attempts),
-        }))  # fmt: skip
-        recorded = {**result.model_dump(mode="json"), "step": step_name}
-        if result.ok:
-            return {output_key: result.answer, "skill_results": [recorded]}
+        # A step paused for review re-runs from its start when resumed: reuse its result.
+        recorded = await context.memo.recall(step_name)
+        if recorded is None:
+            recorded = await _run_step(skill, step_name, inputs(state), context)
+        if recorded["status"] == "ok":
+            return {output_key: recorded["answer"], "skill_results": [recorded]}
+        await context.memo.remember(step_name, recorded)
         # Every tier failed: pause for a human. The payload is what a reviewer needs to answer.
         answer = interrupt({"step": step_name, "skill": skill.name, "result": recorded})
-        return {output_key: answer, "skill_results": [recorded]}
+        reviewed = {**recorded, "status": "ok", "tier": "human", "answer": answer}
+        await context.publish(Event(kind="step_finished", step=step_name, skill=skill.name,
+                                    data={"status": "ok", "tier": "human"}))  # fmt: skip
+        return {output_key: answer, "skill_results": [reviewed]}
 
     node.__name__ = step_name
     return node
+
+
+async def _run_step(skill: Skill, step: str, values: Mapping[str, Any], context: JobContext) -> dict[str, Any]:
+    await context.publish(Event(kind="step_started", step=step, skill=skill.name))
+    result = await run_skill(
+        skill, values, context.endpoints, tools=context.tools, executor=context.executor,
+        job_id=context.job_id, step=step,
+    )  # fmt: skip
+    for escalation in result.escalations:
+        await context.publish(Event(kind="skill_escalated", step=step, skill=skill.name,
+                                    data=escalation.model_dump(mode="json")))  # fmt: skip
+    last = result.attempts[-1] if result.attempts else None
+    await context.publish(Event(kind="step_finished", step=step, skill=skill.name, data={
+        "status": result.status, "tier": result.tier, "attempts": len(result.attempts),
+        "confidence": result.confidence if result.ok else (last.confidence if last else None),
+    }))  # fmt: skip
+    return {**result.model_dump(mode="json"), "step": step}

@@ -14,16 +14,17 @@ from typing import Any
 
 from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import BaseCheckpointSaver
+from langgraph.types import Command, StateSnapshot
 from pydantic import BaseModel, Field, ValidationError
 
 from slmflow.errors import InvalidInput, SlmflowError, UsageError
 from slmflow.events import Event, EventSink
-from slmflow.graphs import GraphSpec, JobContext
+from slmflow.graphs import GraphSpec, JobContext, MemoryMemo, StepMemo
 from slmflow.models import Endpoints, Tier
 from slmflow.results import Escalation, SkillResult, Usage
 from slmflow.tools import InProcessExecutor, ToolExecutor
 
-__all__ = ["JobResult", "JobStatus", "JobUsage", "run_job", "validate_input"]
+__all__ = ["NO_RESUME", "JobResult", "JobStatus", "JobUsage", "run_job", "validate_input"]
 
 
 class JobStatus(StrEnum):
@@ -99,6 +100,10 @@ def validate_input(spec: GraphSpec, data: Mapping[str, Any]) -> BaseModel:
         ) from None
 
 
+NO_RESUME: Any = object()
+"""Marker: the run is not a review's resumption."""
+
+
 async def run_job(
     spec: GraphSpec,
     data: Mapping[str, Any],
@@ -108,56 +113,65 @@ async def run_job(
     job_id: str | None = None,
     executor: ToolExecutor | None = None,
     emit: EventSink | None = None,
+    memo: StepMemo | None = None,
+    resume: Any = NO_RESUME,
 ) -> JobResult:
     """Run one job to its end (or to a pause for review) and return its result.
 
+    A job whose thread already has a checkpoint (its earlier run crashed) continues from it
+    instead of starting over; `resume` is a reviewer's answer for a job paused in `needs_review`.
     Bad input raises `InvalidInput` before anything runs. Errors of slmflow's own kind inside the
     job end it `failed` with the error kept; anything else is a bug and propagates.
     """
     job_input = validate_input(spec, data)
     job_id = job_id or uuid.uuid4().hex
-    context = JobContext(job_id, endpoints, spec.tools, executor or InProcessExecutor(), emit or (lambda _: None))
+    context = JobContext(
+        job_id, endpoints, spec.tools, executor or InProcessExecutor(), emit or (lambda _: None), memo or MemoryMemo()
+    )
     graph = spec.builder.compile(checkpointer=checkpointer)
     config: RunnableConfig = {"configurable": {"thread_id": job_id}}
-    start: dict[str, Any] = {"input": job_input.model_dump(mode="json"), "skill_results": []}
+    payload: Any = {"input": job_input.model_dump(mode="json"), "skill_results": []}
+    if resume is not NO_RESUME:
+        payload = Command(resume=resume)
+    elif await checkpointer.aget_tuple(config) is not None:
+        payload = None  # LangGraph continues the thread from its last checkpoint
     started = time.perf_counter()
-    context.emit(Event(kind="job_started", data={"job_id": job_id, "graph": spec.name}))
+    resumed = payload is None or resume is not NO_RESUME
+    await context.publish(Event(kind="job_started", data={"job_id": job_id, "graph": spec.name, "resumed": resumed}))
     try:
-        await graph.ainvoke(
-            start,
-            config,
-            context=context,
-            durability="sync",  # a resumed job continues exactly where it stopped
-        )
+        # durability "sync": every step's checkpoint is written before the next step starts.
+        await graph.ainvoke(payload, config, context=context, durability="sync")
     except UsageError:
         raise
     except SlmflowError as exc:
         result = JobResult(job_id=job_id, graph=spec.name, status=JobStatus.FAILED, error=exc.to_dict())
-        context.emit(Event(kind="job_finished", data={"status": result.status}))
+        await context.publish(Event(kind="job_finished", data={"status": result.status}))
         return result
-    state = await graph.aget_state(config)
+    result = _result(spec, job_id, await graph.aget_state(config), time.perf_counter() - started)
+    await context.publish(Event(kind="job_finished", data={"status": result.status}))
+    return result
+
+
+def _result(spec: GraphSpec, job_id: str, state: StateSnapshot, latency_s: float) -> JobResult:
     values: dict[str, Any] = dict(state.values)
     results = [SkillResult.model_validate(r) for r in values.get("skill_results", [])]
     review = None
+    output = None
     if state.interrupts:
         review = state.interrupts[0].value
         results.append(SkillResult.model_validate(review["result"]))
-        status, output = JobStatus.NEEDS_REVIEW, None
+        status = JobStatus.NEEDS_REVIEW
     else:
-        status, output = (
-            JobStatus.SUCCEEDED,
-            spec.output.model_validate(values["output"]).model_dump(mode="json"),
-        )
-    result = JobResult(
+        status = JobStatus.SUCCEEDED
+        output = spec.output.model_validate(values["output"]).model_dump(mode="json")
+    return JobResult(
         job_id=job_id,
         graph=spec.name,
         status=status,
         output=output,
         review=_review_summary(review),
-        usage=JobUsage.of(results, time.perf_counter() - started),
+        usage=JobUsage.of(results, latency_s),
     )
-    context.emit(Event(kind="job_finished", data={"status": result.status}))
-    return result
 
 
 def _review_summary(review: dict[str, Any] | None) -> dict[str, Any] | None:

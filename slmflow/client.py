@@ -1,0 +1,285 @@
+"""The SDK: submit jobs to a fleet and follow them. No project code needed on this side.
+
+`AsyncClient` does the work; `Client` is its sync face (it runs the async client on a private
+event loop thread), and `Job` likewise wraps `AsyncJob`. Inputs are validated against the JSON
+Schema that the workers publish in the graph catalog, before anything is written or enqueued.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import AsyncIterator, Coroutine, Iterable, Iterator, Mapping
+from typing import Any, TypeVar
+
+import jsonschema
+from pydantic import BaseModel
+
+from slmflow.errors import (
+    InvalidInput,
+    JobCancelled,
+    JobFailed,
+    JobNeedsReview,
+    UnknownGraph,
+    UsageError,
+)
+from slmflow.events import Event
+from slmflow.fleet.app import JOBS_QUEUE, RUN_JOB, create_app
+from slmflow.fleet.records import TERMINAL, JobRecord
+from slmflow.fleet.store import JobStore, new_job_id
+from slmflow.jobs import JobStatus
+from slmflow.settings import Settings, load_settings
+
+__all__ = ["AsyncClient", "AsyncJob", "Client", "GraphInfo", "Job"]
+
+T = TypeVar("T")
+
+
+class GraphInfo(BaseModel):
+    """A graph some worker serves."""
+
+    name: str
+    version: str
+    description: str = ""
+    input_schema: dict[str, Any]
+    output_schema: dict[str, Any]
+
+
+class AsyncJob:
+    """A handle on one submitted job."""
+
+    def __init__(self, client: AsyncClient, job_id: str) -> None:
+        self.client, self.id = client, job_id
+
+    def __repr__(self) -> str:
+        return f"AsyncJob({self.id!r})"
+
+    async def get(self) -> JobRecord:
+        """The job's whole record."""
+        return await self.client.store.get(self.id)
+
+    async def status(self) -> JobStatus:
+        """Where the job is."""
+        return (await self.get()).status
+
+    async def result(self, timeout: float | None = None) -> JobRecord:
+        """Wait for the job to end; its record if it succeeded, else a typed `JobError`."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        delay = 0.05
+        while True:
+            record = await self.get()
+            if record.status == JobStatus.SUCCEEDED:
+                return record
+            if record.status == JobStatus.FAILED:
+                error = record.error or {}
+                raise JobFailed(f"job {self.id} failed: {error.get('message', 'unknown error')}",
+                                job_id=self.id, error=error)  # fmt: skip
+            if record.status == JobStatus.CANCELLED:
+                raise JobCancelled(f"job {self.id} was cancelled", job_id=self.id)
+            if record.status == JobStatus.NEEDS_REVIEW:
+                step = (record.review or {}).get("step")
+                raise JobNeedsReview(f"job {self.id} waits for review at step {step!r}: answer it with Job.review()",
+                                     job_id=self.id, review=record.review)  # fmt: skip
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(f"job {self.id} is still {record.status.value} after {timeout:g}s")
+            await asyncio.sleep(delay)
+            delay = min(delay * 1.5, 0.5)
+
+    async def events(self, after: str = "0", *, follow: bool = True) -> AsyncIterator[Event]:
+        """The job's events in order, from after event id `after`; with `follow`, until it ends."""
+        async for event in self.client.store.events(self.id, after, follow=follow):
+            yield event
+
+    async def cancel(self) -> str:
+        """Cancel: `cancelled` (it was queued), `cancelling` (its worker stops it) or `finished`."""
+        return await self.client.store.cancel(self.id)
+
+    async def review(self, answer: Any) -> None:
+        """Answer the step a `needs_review` job waits on; the job resumes from there."""
+        record = await self.get()
+        if record.status != JobStatus.NEEDS_REVIEW:
+            raise UsageError(f"job {self.id} is {record.status.value}, not needs_review: there is nothing to review")
+        record.status, record.review = JobStatus.QUEUED, None
+        if not await self.client.store.requeue_for_review(record):
+            raise UsageError(f"job {self.id} was reviewed by someone else meanwhile")
+        await self.client.store.reset_attempts(self.id)
+        self.client.enqueue(self.id, review_answer=answer)
+
+
+class AsyncClient:
+    """Submit and follow jobs (async)."""
+
+    def __init__(self, settings: Settings | None = None, *, redis_url: str | None = None) -> None:
+        self.settings = settings or load_settings(**({"redis_url": redis_url} if redis_url else {}))
+        self.store = JobStore(self.settings.redis_url, self.settings.job_ttl_s)
+        self._app = create_app(self.settings)
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close connections."""
+        await self.store.aclose()
+
+    async def graphs(self) -> list[GraphInfo]:
+        """The graphs live workers serve."""
+        await self.store.ping()
+        return [GraphInfo.model_validate(entry) for entry in (await self.store.catalog()).values()]
+
+    async def submit(
+        self,
+        graph: str,
+        input: Mapping[str, Any],
+        idempotency_key: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> AsyncJob:
+        """Validate the input, record the job and enqueue it; the same key returns the first job."""
+        info = await self._graph(graph)
+        _validate(info, input)
+        record = JobRecord(id=new_job_id(), graph=graph, graph_version=info.version, input=dict(input),
+                           metadata=dict(metadata or {}), idempotency_key=idempotency_key)  # fmt: skip
+        job_id, created = await self.store.create(record, idempotency_key)
+        if created:
+            self.enqueue(job_id)
+        return AsyncJob(self, job_id)
+
+    async def submit_many(self, jobs: Iterable[tuple[str, Mapping[str, Any]]]) -> list[AsyncJob]:
+        """Submit (graph, input) pairs; every input is validated before any job is written."""
+        pairs = list(jobs)
+        for graph, data in pairs:
+            _validate(await self._graph(graph), data)
+        return [await self.submit(graph, data) for graph, data in pairs]
+
+    async def get(self, job_id: str) -> AsyncJob:
+        """A handle on an existing job (`JobNotFound` if there is none)."""
+        await self.store.get(job_id)
+        return AsyncJob(self, job_id)
+
+    async def list(
+        self, status: JobStatus | str | None = None, graph: str | None = None, limit: int = 50
+    ) -> list[JobRecord]:
+        """Recent jobs, newest first."""
+        return await self.store.list(JobStatus(status) if status else None, graph, limit)
+
+    def enqueue(self, job_id: str, **options: Any) -> None:
+        """Publish `run_job` for a recorded job."""
+        self._app.send_task(RUN_JOB, args=[job_id], kwargs=options, queue=JOBS_QUEUE)
+
+    async def _graph(self, name: str) -> GraphInfo:
+        await self.store.ping()
+        catalog = await self.store.catalog()
+        if name not in catalog:
+            served = ", ".join(sorted(catalog)) or "none"
+            raise UnknownGraph(
+                f"no worker serves graph {name!r} (served now: {served}): start a jobs worker in the project "
+                "that declares it, e.g. `slmflow worker --queues slmflow.jobs`",
+                graph=name,
+            )
+        return GraphInfo.model_validate(catalog[name])
+
+
+def _validate(info: GraphInfo, data: Mapping[str, Any]) -> None:
+    if not isinstance(data, Mapping):
+        raise InvalidInput(f"input for graph {info.name!r} must be a JSON object, not {type(data).__name__}")
+    error = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(info.input_schema).iter_errors(data))
+    if error is not None:
+        where = "/".join(map(str, error.path)) or "input"
+        raise InvalidInput(f"input for graph {info.name!r} is invalid: {where}: {error.message}", graph=info.name)
+
+
+class _LoopThread:
+    """An event loop on a daemon thread, for the sync faces."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        threading.Thread(target=self.loop.run_forever, name="slmflow-client", daemon=True).start()
+
+    def run(self, coroutine: Coroutine[Any, Any, T]) -> T:
+        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result()
+
+
+class Job:
+    """A handle on one submitted job (sync face of `AsyncJob`)."""
+
+    def __init__(self, job: AsyncJob, runner: _LoopThread) -> None:
+        self._job, self._runner, self.id = job, runner, job.id
+
+    def __repr__(self) -> str:
+        return f"Job({self.id!r})"
+
+    def get(self) -> JobRecord:
+        """The job's whole record."""
+        return self._runner.run(self._job.get())
+
+    def status(self) -> JobStatus:
+        """Where the job is."""
+        return self._runner.run(self._job.status())
+
+    def result(self, timeout: float | None = None) -> JobRecord:
+        """Wait for the job to end; its record if it succeeded, else a typed `JobError`."""
+        return self._runner.run(self._job.result(timeout))
+
+    def events(self, after: str = "0", *, follow: bool = True) -> Iterator[Event]:
+        """The job's events in order, from after event id `after`; with `follow`, until it ends."""
+        stream = self._job.events(after, follow=follow)
+        while True:
+            try:
+                yield self._runner.run(anext(stream))
+            except StopAsyncIteration:
+                return
+
+    def cancel(self) -> str:
+        """Cancel: `cancelled`, `cancelling` or `finished`."""
+        return self._runner.run(self._job.cancel())
+
+    def review(self, answer: Any) -> None:
+        """Answer the step a `needs_review` job waits on; the job resumes from there."""
+        self._runner.run(self._job.review(answer))
+
+
+class Client:
+    """Submit and follow jobs (sync face of `AsyncClient`)."""
+
+    def __init__(self, settings: Settings | None = None, *, redis_url: str | None = None) -> None:
+        self._runner = _LoopThread()
+        self._client = self._runner.run(_make(settings, redis_url))
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close connections."""
+        self._runner.run(self._client.aclose())
+
+    def graphs(self) -> list[GraphInfo]:
+        """The graphs live workers serve."""
+        return self._runner.run(self._client.graphs())
+
+    def submit(self, graph: str, input: Mapping[str, Any], idempotency_key: str | None = None,
+               metadata: Mapping[str, Any] | None = None) -> Job:  # fmt: skip
+        """Validate the input, record the job and enqueue it; the same key returns the first job."""
+        return Job(self._runner.run(self._client.submit(graph, input, idempotency_key, metadata)), self._runner)
+
+    def submit_many(self, jobs: Iterable[tuple[str, Mapping[str, Any]]]) -> list[Job]:
+        """Submit (graph, input) pairs; every input is validated before any job is written."""
+        return [Job(j, self._runner) for j in self._runner.run(self._client.submit_many(jobs))]
+
+    def get(self, job_id: str) -> Job:
+        """A handle on an existing job."""
+        return Job(self._runner.run(self._client.get(job_id)), self._runner)
+
+    def list(self, status: JobStatus | str | None = None, graph: str | None = None, limit: int = 50) -> list[JobRecord]:
+        """Recent jobs, newest first."""
+        return self._runner.run(self._client.list(status, graph, limit))
+
+
+async def _make(settings: Settings | None, redis_url: str | None) -> AsyncClient:
+    # Built on the loop thread: its Redis pool belongs to that loop.
+    return AsyncClient(settings, redis_url=redis_url)
