@@ -26,7 +26,7 @@ from slmflow.errors import (
 )
 from slmflow.events import Event
 from slmflow.fleet.app import JOBS_QUEUE, RUN_JOB, create_app
-from slmflow.fleet.records import TERMINAL, JobRecord
+from slmflow.fleet.records import JobRecord
 from slmflow.fleet.store import JobStore, new_job_id
 from slmflow.jobs import JobStatus
 from slmflow.settings import Settings, load_settings

@@ -20,7 +20,7 @@ from celery import Celery
 from slmflow.errors import SlmflowError, ToolError, ToolFailed, ToolTimeout
 from slmflow.events import Event
 from slmflow.fleet.app import RUN_TOOL, tool_queue
-from slmflow.fleet.store import P, JobStore
+from slmflow.fleet.store import JobStore, P
 from slmflow.settings import Settings
 from slmflow.tools import InProcessExecutor, ToolContext, ToolRegistry, ToolSpec
 
