@@ -128,11 +128,12 @@ class LocalServer:
     def stop(self) -> None:
         """Stop the server if this process started it."""
         if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
+            # The server's engine runs in child processes: signal the whole group it leads.
+            os.killpg(self.process.pid, signal.SIGTERM)
             try:
                 self.process.wait(timeout=30)
             except subprocess.TimeoutExpired:
-                self.process.kill()
+                os.killpg(self.process.pid, signal.SIGKILL)
 
 
 def serve_command(settings: Settings, adapters: dict[str, Path] | None = None) -> list[str]:
@@ -186,7 +187,7 @@ def serve(
         if models is not None:
             return LocalServer(base_url, models, process, log_path)
         time.sleep(1.0)
-    process.kill()
+    os.killpg(process.pid, signal.SIGKILL)
     raise SlmflowError(f"the local vLLM server did not answer within {startup_timeout:.0f}s; see {log_path}")
 
 

@@ -10,9 +10,9 @@ import sys
 import typer
 from rich.text import Text
 
-from slmflow.cli import fleet, graphs, models, run
+from slmflow.cli import fleet, graphs, jobs, models, run
 from slmflow.cli.output import err_console
-from slmflow.errors import SlmflowError, UsageError
+from slmflow.errors import JobNotFound, SlmflowError, UsageError
 
 __all__ = ["app", "main"]
 
@@ -27,13 +27,20 @@ app.command("run")(run.run)
 app.command("graphs")(graphs.graphs)
 app.add_typer(models.app, name="models")
 app.command("worker")(fleet.worker)
+app.command("submit")(jobs.submit)
+app.command("status")(jobs.status)
+app.command("result")(jobs.result)
+app.command("events")(jobs.events)
+app.command("cancel")(jobs.cancel)
+app.command("list")(jobs.list_jobs)
+app.command("review")(jobs.review)
 
 
 def main() -> None:
     """Entry point of the `slmflow` console script."""
     try:
         app()
-    except UsageError as exc:
+    except (UsageError, JobNotFound) as exc:  # an unknown job id is the caller's mistake
         err_console.print(Text.assemble(("error: ", "bold red"), str(exc)), soft_wrap=True)
         sys.exit(2)
     except SlmflowError as exc:

@@ -1,0 +1,190 @@
+"""`slmflow submit|status|result|events|cancel|list|review`: jobs on a fleet, through the SDK `Client`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from slmflow.cli.output import console, err_console, print_json
+from slmflow.client import Client, Job
+from slmflow.embedded import read_input
+from slmflow.errors import InvalidInput, JobError, JobNotFound
+from slmflow.events import Event
+from slmflow.fleet.records import JobRecord
+from slmflow.jobs import JobStatus
+
+__all__ = ["cancel", "events", "list_jobs", "result", "review", "status", "submit"]
+
+JobId = Annotated[str, typer.Argument(help="Job id, as `slmflow submit` printed it.")]
+JsonOutput = Annotated[bool, typer.Option("--json", help="Print JSON on stdout and nothing else.")]
+Timeout = Annotated[float | None, typer.Option(help="Give up waiting after this many seconds.")]
+
+_COLOURS = {"succeeded": "green", "queued": "cyan", "running": "cyan", "needs_review": "yellow"}
+_CANCELLED = {
+    "cancelled": "cancelled (it was still queued)",
+    "cancelling": "cancelling (its worker stops it)",
+    "finished": "already finished, nothing to cancel",
+}
+
+
+def submit(
+    graph: Annotated[str, typer.Argument(help="Graph name, as a worker serves it.")],
+    input: Annotated[Path, typer.Option("--input", "-i", help="JSON file with the job's input.")],
+    idempotency_key: Annotated[str | None, typer.Option(help="The same key again returns the first job.")] = None,
+    wait: Annotated[bool, typer.Option("--wait", help="Wait for the job to end and print its record.")] = False,
+    timeout: Timeout = None,
+    json_output: JsonOutput = False,
+) -> None:
+    """Submit a job to the fleet; print its id (or, with --wait, its record)."""
+    data = read_input(input)
+    with Client() as client:
+        job = client.submit(graph, data, idempotency_key=idempotency_key)
+        if wait:
+            _wait(job, timeout, json_output)
+        elif json_output:
+            print_json({"job_id": job.id, "status": job.status().value})
+        else:
+            print(job.id)
+
+
+def status(job_id: JobId, json_output: JsonOutput = False) -> None:
+    """Print where a job is: queued, running, succeeded, failed, needs_review or cancelled."""
+    with Client() as client:
+        state = client.get(job_id).status()
+    if json_output:
+        print_json({"job_id": job_id, "status": state.value})
+    else:
+        console.print(f"job {job_id}: {_status_text(state)}")
+
+
+def result(job_id: JobId, timeout: Timeout = None, json_output: JsonOutput = False) -> None:
+    """Wait for a job to end and print its record (exit 1 unless it succeeded)."""
+    with Client() as client:
+        _wait(client.get(job_id), timeout, json_output)
+
+
+def events(
+    job_id: JobId,
+    after: Annotated[str, typer.Option(help="Start after this event id (resume a stream).")] = "0",
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep streaming until the job ends.")] = False,
+    json_output: Annotated[bool, typer.Option("--json", help="One JSON object per line (JSON Lines).")] = False,
+) -> None:
+    """Print a job's events in order, one per line."""
+    with Client() as client:
+        for event in client.get(job_id).events(after, follow=follow):
+            if json_output:
+                print(json.dumps(event.model_dump(mode="json")), flush=True)
+            else:
+                console.print(_event_line(event), highlight=False, soft_wrap=True)
+
+
+def cancel(job_id: JobId) -> None:
+    """Cancel a job: at once if it is queued, by its worker if it is running."""
+    with Client() as client:
+        outcome = client.get(job_id).cancel()
+    console.print(f"job {job_id}: {_CANCELLED.get(outcome, outcome)}")
+
+
+def list_jobs(
+    status: Annotated[JobStatus | None, typer.Option(help="Only jobs in this status.")] = None,
+    graph: Annotated[str | None, typer.Option(help="Only jobs of this graph.")] = None,
+    limit: Annotated[int, typer.Option(min=1, help="At most this many jobs.")] = 50,
+    json_output: JsonOutput = False,
+) -> None:
+    """List recent jobs, newest first."""
+    with Client() as client:
+        records = client.list(status, graph, limit)
+    if json_output:
+        print_json([record.model_dump(mode="json") for record in records])
+        return
+    table = Table("job", "graph", "status", "created", "took", "calls slm/llm")
+    for record in records:
+        calls = record.usage.calls
+        created = f"{record.created_at:%Y-%m-%d %H:%M:%S}"
+        counts = f"{calls.get('slm', 0)}/{calls.get('llm', 0)}"
+        table.add_row(record.id, record.graph, _status_text(record.status), created, _took(record), counts)
+    console.print(table)
+
+
+def review(
+    job_id: JobId,
+    answer: Annotated[Path, typer.Option("--answer", "-a", help="JSON file with the answer for the paused step.")],
+) -> None:
+    """Answer the step a needs_review job waits on; the job resumes from there."""
+    value = _read_answer(answer)
+    with Client() as client:
+        client.get(job_id).review(value)
+    console.print(f"job {job_id}: answered, queued to resume")
+
+
+def _wait(job: Job, timeout: float | None, json_output: bool) -> None:
+    """Wait on `job` with a spinner, print its record; a job that did not succeed re-raises its JobError."""
+    try:
+        with err_console.status(f"waiting for job {job.id}", spinner="dots"):
+            record = job.result(timeout)
+    except JobNotFound:
+        raise
+    except JobError:
+        _print_record(job.get(), json_output)  # the record explains the failure: print it, then exit 1
+        raise
+    except TimeoutError as exc:  # the SDK raises the builtin, not a SlmflowError: one line, no traceback
+        err_console.print(f"[bold red]timeout:[/] {escape(str(exc))}", soft_wrap=True)
+        raise typer.Exit(1) from None
+    _print_record(record, json_output)
+
+
+def _print_record(record: JobRecord, json_output: bool) -> None:
+    if json_output:
+        print_json(record.model_dump(mode="json"))
+        return
+    console.print(f"job {record.id} ({record.graph}): {_status_text(record.status)}")
+    if record.output:
+        console.print_json(data=record.output)
+    if record.review:
+        reasons = ", ".join(map(str, record.review.get("reasons", [])))
+        console.print(f"waiting for review at step {record.review.get('step')}: {escape(reasons)}")
+    if record.error:
+        console.print(f"[red]{record.error.get('type')}: {escape(str(record.error.get('message')))}[/]")
+    usage = record.usage
+    console.print(
+        f"calls slm={usage.calls.get('slm', 0)} llm={usage.calls.get('llm', 0)}  "
+        f"cost {usage.cost.get('actual', 0.0):.6f} (all-LLM {usage.cost.get('all_llm', 0.0):.6f})  "
+        f"{usage.latency_s:.1f}s"
+    )
+
+
+def _status_text(state: JobStatus) -> str:
+    return f"[bold {_COLOURS.get(state.value, 'red')}]{state.value}[/]"
+
+
+def _took(record: JobRecord) -> str:
+    if record.started_at is None or record.finished_at is None:
+        return "-"
+    return f"{(record.finished_at - record.started_at).total_seconds():.1f}s"
+
+
+def _event_line(event: Event) -> str:
+    """`id  time  kind  step  key=value ...` (scalar data only, each value cut short)."""
+    shown = " ".join(f"{k}={_short(v)}" for k, v in event.data.items() if isinstance(v, str | int | float | bool))
+    when = f"{event.at:%H:%M:%S.%f}"[:-3]
+    return escape(f"{event.id}  {when}  {event.kind:<15} {event.step or '-':<20} {shown}".rstrip())
+
+
+def _short(value: Any, width: int = 60) -> str:
+    text = str(value).replace("\n", " ")
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def _read_answer(path: Path) -> Any:
+    """A review answer: any JSON value in a file; unreadable or invalid files are `InvalidInput`."""
+    try:
+        return json.loads(path.read_text())
+    except OSError as exc:
+        raise InvalidInput(f"cannot read answer file {path}: {exc.strerror or exc}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise InvalidInput(f"answer file {path} is not valid JSON: {exc}") from None

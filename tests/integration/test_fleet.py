@@ -1,0 +1,312 @@
+"""The fleet for real: Redis, Postgres checkpoints, jobs and tools workers as subprocesses.
+
+The model is scripted (it answers support_triage right for ticket T01), so what is tested is the
+orchestration: delivery, resumption after a SIGKILL, idempotency, cancel, review, events.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+
+from slmflow import Client, InvalidInput, JobCancelled, JobNeedsReview, JobStatus, UnknownGraph
+from slmflow.testing import Reply, ScriptedServer
+from tests.conftest import EXAMPLES, ROOT, triage_reply
+
+pytestmark = [pytest.mark.redis, pytest.mark.postgres]
+
+REDIS_URL = "redis://127.0.0.1:6379/13"
+PG_URL = "postgresql://postgres@127.0.0.1:5432/test"
+T01 = json.loads((EXAMPLES / "t01_refund_request.json").read_text())
+STATUS_TICKET = {"ticket_id": "T90", "subject": "Where is it?",
+                 "body": "Where is my order ORD-10012 ($59.99)? It is late. maria.lopez@example.com"}  # fmt: skip
+
+
+def step_of(body: dict[str, Any]) -> str:
+    """Which support_triage step a model request belongs to."""
+    if "structured_outputs" in body:
+        return "classify_intent"
+    if body.get("response_format"):
+        return str(body["response_format"]["json_schema"]["name"])
+    tools = [t["function"]["name"] for t in body.get("tools", [])]
+    return "lookup_order" if tools == ["lookup_order"] else "resolve"
+
+
+class Model:
+    """The scripted model with per-step behaviour the tests can change."""
+
+    def __init__(self) -> None:
+        self.delays: dict[str, float] = {}
+        self.intent = "refund_request"
+        self.invent_order = False
+
+    def __call__(self, body: dict[str, Any]) -> Reply:
+        step = step_of(body)
+        delay = self.delays.get(step, 0.0)
+        if step == "classify_intent":
+            return Reply(text=self.intent, delay=delay)
+        if step == "extract_fields" and self.invent_order:
+            return Reply(text=json.dumps({"order_id": "ORD-99999", "amount": None, "email": None}))
+        if step == "resolve" and self.intent != "refund_request":
+            return Reply(tool_calls=[("open_case", {"order_id": "ORD-10012", "summary": "late order"})], delay=delay)
+        reply = triage_reply(body)
+        return Reply(text=reply.text, tool_calls=reply.tool_calls, logprobs=reply.logprobs, delay=delay)
+
+
+class Fleet:
+    """Workers as subprocesses of the test, all on one Redis DB, one shop database, one model."""
+
+    def __init__(self, server: ScriptedServer, model: Model, shop_db: Path) -> None:
+        self.server, self.model, self.shop_db = server, model, shop_db
+        self.env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith("SLMFLOW_")},
+            "SLMFLOW_REDIS_URL": REDIS_URL,
+            "SLMFLOW_CHECKPOINT_URL": PG_URL,
+            "SLMFLOW_SLM_BASE_URL": server.base_url,
+            "SLMFLOW_SLM_MODEL": "slm",
+            "SLMFLOW_LEASE_TTL_S": "4",
+            "SHOP_DB": str(shop_db),
+        }
+        self.processes: list[subprocess.Popen[bytes]] = []
+        self.client = Client(redis_url=REDIS_URL)
+
+    def start_worker(self, queues: str) -> subprocess.Popen[bytes]:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "slmflow", "worker", "--queues", queues, "--loglevel", "WARNING"],
+            cwd=ROOT, env=self.env, start_new_session=True,
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        self.processes.append(process)
+        return process
+
+    def start_jobs_worker(self) -> subprocess.Popen[bytes]:
+        process = self.start_worker("slmflow.jobs")
+        deadline = time.monotonic() + 60
+        while not any(g.name == "support_triage" for g in self.client.graphs()):
+            assert time.monotonic() < deadline, "the jobs worker did not publish its graphs"
+            time.sleep(0.2)
+        return process
+
+    def stop(self, process: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> None:
+        if process.poll() is None:
+            os.killpg(process.pid, sig)
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+
+    def requests_by_step(self) -> Counter[str]:
+        return Counter(step_of(r) for r in self.server.requests)
+
+    def cases(self, order_id: str) -> int:
+        with sqlite3.connect(self.shop_db) as connection:
+            return int(connection.execute("SELECT COUNT(*) FROM cases WHERE order_id = ?", (order_id,)).fetchone()[0])
+
+
+@pytest.fixture(scope="module")
+def redis_client() -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(REDIS_URL, decode_responses=True)
+    client.ping()  # no Redis: fail loudly, never skip
+    client.flushdb()
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def fleet(redis_client: redis.Redis, tmp_path: Path) -> Iterator[Fleet]:
+    redis_client.flushdb()
+    model = Model()
+    with ScriptedServer({"slm": model}) as server:
+        fleet = Fleet(server, model, tmp_path / "shop.db")
+        fleet.start_worker("slmflow.tools")
+        try:
+            yield fleet
+        finally:
+            for process in fleet.processes:
+                fleet.stop(process)
+            fleet.client.close()
+
+
+def ppid(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+
+
+def test_job_from_a_process_without_project_code_runs_on_the_fleet(fleet: Fleet, tmp_path: Path) -> None:
+    fleet.start_jobs_worker()
+    tools_worker = fleet.processes[0]
+    script = textwrap.dedent(f"""
+        import importlib.util, json, sys
+        assert not any(importlib.util.find_spec(m) for m in ("agents", "tools", "graphs", "workers"))
+        from slmflow import Client
+        with Client(redis_url={REDIS_URL!r}) as client:
+            job = client.submit("support_triage", {json.dumps(T01)})
+            record = job.result(timeout=60)
+            events = [e.model_dump(mode="json") for e in job.events(follow=False)]
+        print(json.dumps({{"record": record.model_dump(mode="json"), "events": events}}))
+    """)
+    done = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=120,
+                          env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"})  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    record = result["record"]
+    assert record["status"] == "succeeded"
+    assert record["output"]["resolution"]["result"]["eligible"] is True
+    assert record["usage"]["calls"] == {"slm": 5, "llm": 0}
+    tool_events = [e for e in result["events"] if e["kind"] == "tool_called"]
+    assert [e["data"]["tool"] for e in tool_events] == ["lookup_order", "check_refund_eligibility"]
+    for event in tool_events:  # ran in a process of the tools worker (a prefork child of it)
+        pid = int(event["data"]["worker"].rsplit(":", 1)[1])
+        assert tools_worker.pid in (pid, ppid(pid))
+
+
+def test_sigkilled_jobs_worker_job_resumes_from_its_checkpoint_once(fleet: Fleet) -> None:
+    fleet.model.intent = "order_status"  # resolve opens a case: a row written by a tool
+    fleet.model.delays["draft_reply"] = 3.0
+    first = fleet.start_jobs_worker()
+    job = fleet.client.submit("support_triage", STATUS_TICKET)
+    for event in job.events():
+        if event.kind == "step_started" and event.step == "draft_reply":
+            break
+    time.sleep(0.5)  # the draft request is now in flight on the model
+    fleet.stop(first, signal.SIGKILL)
+    killed_at = time.monotonic()
+    fleet.model.delays.clear()
+    fleet.start_jobs_worker()
+    record = job.result(timeout=45)
+    recovered_in = time.monotonic() - killed_at
+    print(f"job finished {recovered_in:.1f}s after its worker was SIGKILLed")
+    assert record.status == JobStatus.SUCCEEDED
+    assert recovered_in < 30, recovered_in
+    assert record.attempts == 2
+    # Steps finished before the kill were not asked again; the interrupted one was, once more.
+    assert fleet.requests_by_step() == Counter({"classify_intent": 1, "extract_fields": 1, "lookup_order": 1,
+                                                "resolve": 1, "draft_reply": 2})  # fmt: skip
+    assert fleet.cases("ORD-10012") == 1
+    started = [e for e in job.events(follow=False) if e.kind == "job_started"]
+    assert [e.data["resumed"] for e in started] == [False, True]
+
+
+def test_same_idempotency_key_from_two_processes_makes_one_job(fleet: Fleet, redis_client: redis.Redis) -> None:
+    fleet.start_jobs_worker()
+    script = textwrap.dedent(f"""
+        import json, sys, time
+        from slmflow import Client
+        with Client(redis_url={REDIS_URL!r}) as client:
+            time.sleep(max(0.0, float(sys.argv[1]) - time.time()))
+            print(client.submit("support_triage", {json.dumps(T01)}, idempotency_key="order-T01").id)
+    """)
+    at = str(time.time() + 3)
+    runs = [subprocess.Popen([sys.executable, "-c", script, at], stdout=subprocess.PIPE, text=True) for _ in range(2)]
+    ids = {run.communicate(timeout=60)[0].strip() for run in runs}
+    assert len(ids) == 1
+    [job_id] = ids
+    assert fleet.client.get(job_id).result(timeout=30).status == JobStatus.SUCCEEDED
+    assert fleet.requests_by_step()["classify_intent"] == 1  # enqueued once, run once
+    assert redis_client.zcard("slmflow:jobs") == 1
+
+
+def test_cancel_of_a_queued_job_means_it_never_runs(fleet: Fleet) -> None:
+    worker = fleet.start_jobs_worker()
+    fleet.stop(worker)  # the catalog outlives it for a while: submits are accepted, nobody consumes
+    job = fleet.client.submit("support_triage", T01)
+    assert job.status() == JobStatus.QUEUED
+    assert job.cancel() == "cancelled"
+    fleet.start_jobs_worker()
+    time.sleep(2)
+    assert job.status() == JobStatus.CANCELLED
+    assert fleet.server.requests == []
+    with pytest.raises(JobCancelled):
+        job.result(timeout=5)
+
+
+def test_cancel_of_a_running_job_stops_it(fleet: Fleet) -> None:
+    fleet.model.delays["extract_fields"] = 5.0
+    fleet.start_jobs_worker()
+    job = fleet.client.submit("support_triage", T01)
+    for event in job.events():
+        if event.kind == "step_started" and event.step == "extract_fields":
+            break
+    assert job.cancel() == "cancelling"
+    with pytest.raises(JobCancelled):
+        job.result(timeout=15)
+    assert [e.kind for e in job.events(follow=False)][-1] == "job_finished"
+    assert fleet.requests_by_step()["lookup_order"] == 0
+
+
+def test_needs_review_then_review_resumes_to_succeeded(fleet: Fleet) -> None:
+    fleet.model.invent_order = True  # extraction fails its check on every try; no LLM configured
+    fleet.start_jobs_worker()
+    job = fleet.client.submit("support_triage", T01)
+    with pytest.raises(JobNeedsReview) as paused:
+        job.result(timeout=30)
+    assert paused.value.context["review"]["step"] == "extract_fields"
+    asked = fleet.requests_by_step()
+    job.review({"order_id": "ORD-10012", "amount": 59.99, "email": "maria.lopez@example.com"})
+    record = job.result(timeout=30)
+    assert record.status == JobStatus.SUCCEEDED
+    assert record.output["fields"]["order_id"] == "ORD-10012"
+    after = fleet.requests_by_step()
+    # Resuming asked nothing again of the paused step or the steps before it.
+    assert after["classify_intent"] == asked["classify_intent"] == 1
+    assert after["extract_fields"] == asked["extract_fields"] == 2
+    assert after["draft_reply"] == 1
+
+
+def test_events_are_complete_ordered_and_resumable(fleet: Fleet) -> None:
+    fleet.start_jobs_worker()
+    job = fleet.client.submit("support_triage", T01)
+    job.result(timeout=30)
+    events = list(job.events(follow=False))
+    kinds = [e.kind for e in events]
+    assert kinds[0] == "job_started" and kinds[-1] == "job_finished"
+    steps = [e.step for e in events if e.kind == "step_finished"]
+    assert steps == ["classify_intent", "extract_fields", "lookup_order", "resolve", "draft_reply"]
+    assert kinds.count("tool_called") == 2
+    ids = [e.id for e in events]
+    assert ids == sorted(ids, key=lambda i: tuple(map(int, i.split("-"))))
+    middle = ids[len(ids) // 2]
+    assert [e.id for e in job.events(after=middle, follow=False)] == ids[len(ids) // 2 + 1 :]
+
+
+def test_bad_input_to_submit_writes_and_enqueues_nothing(fleet: Fleet, redis_client: redis.Redis) -> None:
+    fleet.start_jobs_worker()
+    keys_before = set(redis_client.keys("slmflow:*"))
+    queued_before = redis_client.llen("slmflow.jobs")
+    with pytest.raises(InvalidInput, match="body"):
+        fleet.client.submit("support_triage", {"ticket_id": "T1", "subject": "hi"})
+    with pytest.raises(InvalidInput, match="body"):
+        fleet.client.submit("support_triage", {**T01, "body": 42})
+    with pytest.raises(UnknownGraph, match="slmflow worker"):
+        fleet.client.submit("no_such_graph", T01)
+    assert set(redis_client.keys("slmflow:*")) - keys_before <= {k for k in redis_client.keys("slmflow:catalog:*")}
+    assert redis_client.llen("slmflow.jobs") == queued_before
+    assert fleet.client.list() == []
+
+
+def test_a_job_that_keeps_killing_workers_is_dead_lettered(fleet: Fleet, redis_client: redis.Redis) -> None:
+    fleet.start_jobs_worker()
+    job = fleet.client.submit("support_triage", T01)
+    job.result(timeout=30)
+    # Pretend this job already took down three workers, then deliver it once more.
+    from slmflow.fleet.records import JobRecord
+
+    record = JobRecord(id="deadbeef", graph="support_triage", input=T01)
+    redis_client.hset("slmflow:job:deadbeef", mapping={"status": "queued", "data": record.model_dump_json()})
+    redis_client.set("slmflow:attempts:deadbeef", 3)
+    fleet.client._client.enqueue("deadbeef")
+    with pytest.raises(Exception, match="dead-lettered"):
+        fleet.client.get("deadbeef").result(timeout=20)
