@@ -25,8 +25,8 @@ async def open_checkpointer(url: str, pool_size: int = 10) -> AsyncIterator[Base
 
         path = Path(url.removeprefix("sqlite:///")).expanduser()
         path.parent.mkdir(parents=True, exist_ok=True)
-        async with AsyncSqliteSaver.from_conn_string(str(path)) as saver:
-            yield saver
+        async with AsyncSqliteSaver.from_conn_string(str(path)) as sqlite_saver:
+            yield sqlite_saver
         return
     if url.startswith(("postgresql://", "postgres://")):
         from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
@@ -36,8 +36,8 @@ async def open_checkpointer(url: str, pool_size: int = 10) -> AsyncIterator[Base
         # A pool, not one connection: a jobs worker writes checkpoints for hundreds of jobs at once.
         options = {"autocommit": True, "prepare_threshold": 0, "row_factory": dict_row}
         async with AsyncConnectionPool(url, min_size=1, max_size=pool_size, kwargs=options, open=False) as pool:
-            saver = AsyncPostgresSaver(pool)  # type: ignore[arg-type]
-            await saver.setup()  # idempotent: creates or migrates the checkpoint tables
-            yield saver
+            postgres_saver = AsyncPostgresSaver(pool)  # type: ignore[arg-type]
+            await postgres_saver.setup()  # idempotent: creates or migrates the checkpoint tables
+            yield postgres_saver
         return
     raise SettingsError(f"SLMFLOW_CHECKPOINT_URL={url!r}: expected 'memory', 'sqlite:///FILE' or 'postgresql://...'")

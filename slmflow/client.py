@@ -163,7 +163,7 @@ class AsyncClient:
         self, status: JobStatus | str | None = None, graph: str | None = None, limit: int = 50
     ) -> list[JobRecord]:
         """Recent jobs, newest first."""
-        return await self.store.list(JobStatus(status) if status else None, graph, limit)
+        return await self.store.recent(JobStatus(status) if status else None, graph, limit)
 
     def enqueue(self, job_id: str, **options: Any) -> None:
         """Publish `run_job` for a recorded job."""
@@ -226,9 +226,13 @@ class Job:
     def events(self, after: str = "0", *, follow: bool = True) -> Iterator[Event]:
         """The job's events in order, from after event id `after`; with `follow`, until it ends."""
         stream = self._job.events(after, follow=follow)
+
+        async def step() -> Event:
+            return await anext(stream)
+
         while True:
             try:
-                yield self._runner.run(anext(stream))
+                yield self._runner.run(step())
             except StopAsyncIteration:
                 return
 

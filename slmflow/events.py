@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -25,5 +25,5 @@ class Event(BaseModel):
     """Its id in the job's event stream (set when read back); resume reading after it."""
 
 
-EventSink = Callable[[Event], None]
+EventSink = Callable[[Event], None | Awaitable[None]]
 """Receives events as they happen (the CLI's progress display, a Redis stream, a list in tests)."""

@@ -8,14 +8,14 @@ from typing import Annotated, Any
 
 import typer
 from rich.markup import escape
-from rich.table import Table
+from rich.table import Column, Table
 
 from slmflow.cli.output import console, err_console, print_json
 from slmflow.client import Client, Job
 from slmflow.embedded import read_input
 from slmflow.errors import InvalidInput, JobError, JobNotFound
 from slmflow.events import Event
-from slmflow.fleet.records import JobRecord
+from slmflow.fleet.records import TERMINAL, JobRecord
 from slmflow.jobs import JobStatus
 
 __all__ = ["cancel", "events", "list_jobs", "result", "review", "status", "submit"]
@@ -102,11 +102,11 @@ def list_jobs(
     if json_output:
         print_json([record.model_dump(mode="json") for record in records])
         return
-    table = Table("job", "graph", "status", "created", "took", "calls slm/llm")
+    table = Table(Column("job", no_wrap=True), "graph", Column("status", no_wrap=True), "created", "took", "calls")
     for record in records:
         calls = record.usage.calls
-        created = f"{record.created_at:%Y-%m-%d %H:%M:%S}"
-        counts = f"{calls.get('slm', 0)}/{calls.get('llm', 0)}"
+        created = f"{record.created_at:%m-%d %H:%M:%S}"
+        counts = f"slm {calls.get('slm', 0)}, llm {calls.get('llm', 0)}"
         table.add_row(record.id, record.graph, _status_text(record.status), created, _took(record), counts)
     console.print(table)
 
@@ -163,7 +163,7 @@ def _status_text(state: JobStatus) -> str:
 
 
 def _took(record: JobRecord) -> str:
-    if record.started_at is None or record.finished_at is None:
+    if record.status not in TERMINAL or record.started_at is None or record.finished_at is None:
         return "-"
     return f"{(record.finished_at - record.started_at).total_seconds():.1f}s"
 

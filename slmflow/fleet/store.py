@@ -27,7 +27,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
@@ -167,7 +167,9 @@ class JobStore:
 
     async def get(self, job_id: str) -> JobRecord:
         """The job's record, or `JobNotFound`."""
-        status, data, cancelled_at = await self.redis.hmget(f"{P}job:{job_id}", ["status", "data", "cancelled_at"])
+        status, data, cancelled_at = cast(
+            "list[str | None]", await self.redis.hmget(f"{P}job:{job_id}", ["status", "data", "cancelled_at"])
+        )
         if data is None:
             raise JobNotFound(f"no job {job_id!r} (expired after SLMFLOW_JOB_TTL_S, or never submitted)", job_id=job_id)
         return _record(status, data, cancelled_at)
@@ -190,19 +192,21 @@ class JobStore:
         )
         return bool(done)
 
-    async def list(self, status: JobStatus | None = None, graph: str | None = None, limit: int = 50) -> list[JobRecord]:
+    async def recent(
+        self, status: JobStatus | None = None, graph: str | None = None, limit: int = 50
+    ) -> list[JobRecord]:
         """The newest jobs first, filtered by status and graph."""
         found: list[JobRecord] = []
         start = 0
         while len(found) < limit:
-            ids = await self.redis.zrevrange(f"{P}jobs", start, start + 199)
+            ids = cast("list[str]", await self.redis.zrevrange(f"{P}jobs", start, start + 199))
             if not ids:
                 break
             start += len(ids)
             async with self.redis.pipeline(transaction=False) as pipe:
                 for job_id in ids:
                     pipe.hmget(f"{P}job:{job_id}", ["status", "data", "cancelled_at"])
-                rows = await pipe.execute()
+                rows = cast("list[list[str | None]]", await pipe.execute())
             for status_, data, cancelled_at in rows:
                 if data is None:
                     continue
@@ -243,7 +247,10 @@ class JobStore:
         """Events after stream id `after`; with `follow`, waits for more until the job finishes."""
         key = f"{P}events:{job_id}"
         while True:
-            batch = await self.redis.xread({key: after}, count=500, block=block_ms if follow else None)
+            batch = cast(
+                "list[tuple[str, list[tuple[str, dict[str, str]]]]]",
+                await self.redis.xread({key: after}, count=500, block=block_ms if follow else None),
+            )
             entries = batch[0][1] if batch else []
             for event_id, fields in entries:
                 after = event_id
@@ -284,7 +291,7 @@ class JobStore:
 
     async def lapsed_leases(self) -> list[str]:
         """Running jobs whose lease expired: their worker died or stalled."""
-        ids = await self.redis.zrangebyscore(f"{P}running", "-inf", _now() * 1000)
+        ids = cast("list[str]", await self.redis.zrangebyscore(f"{P}running", "-inf", _now() * 1000))
         lapsed = []
         for job_id in ids:
             if not await self.redis.exists(f"{P}lease:{job_id}"):
@@ -293,7 +300,7 @@ class JobStore:
 
     async def claim_takeover(self, job_id: str) -> bool:
         """One sweeper wins the right to re-enqueue a lapsed job (per fencing generation)."""
-        fence = await self.redis.get(f"{P}fence:{job_id}") or "0"
+        fence = cast("str | None", await self.redis.get(f"{P}fence:{job_id}")) or "0"
         won = await self.redis.set(f"{P}takeover:{job_id}:{fence}", "1", nx=True, ex=self.ttl)
         if won:
             await self.redis.zrem(f"{P}running", job_id)
@@ -352,7 +359,7 @@ class JobStore:
     async def catalog(self) -> dict[str, dict[str, Any]]:
         """The graphs some live worker serves, by name."""
         keys = [k async for k in self.redis.scan_iter(f"{P}catalog:*", count=500)]
-        raws = await self.redis.mget(keys) if keys else []
+        raws = cast("list[str | None]", await self.redis.mget(keys) if keys else [])
         return {json.loads(r)["name"]: json.loads(r) for r in raws if r}
 
 
