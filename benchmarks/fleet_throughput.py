@@ -11,8 +11,8 @@ in a subprocess of its own (started by this script with `--serve`), so that neit
 shares a GIL with it. The jobs worker gets `--concurrency` slots, the same bound the baseline has.
 
 1. slmflow: after a few warm-up jobs, `AsyncClient.submit` N jobs as fast as it goes, then wait for
-   them all (one pipelined status poll of the pending jobs every 0.1 s, not N `result()` pollers:
-   the driver shares 2 cores with the fleet). Latency = finished_at - created_at of each job record;
+   them all (a Lua script counts the ended jobs inside Redis every 0.2 s, instead of N `result()`
+   pollers: the driver shares 2 cores with the fleet). Latency = finished_at - created_at of each job record;
    jobs/s = N / (last finished - first created). Jobs in flight: `ZCARD slmflow:running` (the
    leases held) sampled every 0.2 s, and exactly, as the most overlapping [started_at, finished_at].
 2. bare: N "jobs" on one asyncio loop, each the same 2 sequential chat-completion POSTs (bodies
@@ -22,7 +22,8 @@ shares a GIL with it. The jobs worker gets `--concurrency` slots, the same bound
    (one `AsyncClient`). The ratio is slmflow's jobs/s over the first client's.
 
 Also recorded: CPU seconds of every process involved (driver, model server, each worker with its
-children, Redis, Postgres), listen-queue overflows, load averages, and the machine.
+children, Redis, Postgres), the share of the machine's cores busy (anyone's processes), listen-queue
+overflows, load averages, and the machine.
 """
 
 from __future__ import annotations
@@ -62,7 +63,6 @@ from slmflow.verdicts import constraint  # noqa: E402
 
 GRAPH = "bench_small"
 MODEL = "slm"
-ENDED = frozenset({"succeeded", "failed", "cancelled", "needs_review"})
 TICKS = os.sysconf("SC_CLK_TCK")
 
 
@@ -182,6 +182,23 @@ def cpu_seconds(pids: dict[str, int]) -> dict[str, float]:
 def cpu_delta(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
     """CPU seconds spent between two snapshots."""
     return {name: round(after[name] - before.get(name, 0.0), 2) for name in after}
+
+
+def machine_busy() -> tuple[float, float]:
+    """(busy, total) CPU seconds of the whole machine so far, from /proc/stat."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    total = sum(fields[:8])  # user nice system idle iowait irq softirq steal
+    return (total - fields[3] - fields[4]) / TICKS, total / TICKS
+
+
+def busy(before: tuple[float, float], after: tuple[float, float], ours: dict[str, float]) -> dict[str, float]:
+    """Between two `machine_busy` readings: the share of all cores' time busy (0..1), and the CPU
+    seconds spent by processes other than those in `ours` (other people's work on the machine)."""
+    spent = after[0] - before[0]
+    return {
+        "cores_busy": round(spent / max(after[1] - before[1], 1e-9), 3),
+        "others_cpu_s": round(spent - sum(ours.values()), 2),
+    }
 
 
 def listen_overflows() -> dict[str, int]:
@@ -319,22 +336,29 @@ async def submit_all(client: AsyncClient, texts: list[str], concurrency: int) ->
     return ids
 
 
-async def wait_ended(r: Any, ids: list[str], fleet: Fleet, timeout: float) -> None:
-    """Until every job has ended: one pipelined HGET of the pending jobs' status per 0.1 s."""
-    pending = list(ids)
+# Counts, inside Redis, how many of the jobs (KEYS) have ended: the driver parses one integer per poll.
+_COUNT_ENDED = """
+local n = 0
+for _, key in ipairs(KEYS) do
+  local status = redis.call('HGET', key, 'status')
+  if status == 'succeeded' or status == 'failed' or status == 'cancelled' or status == 'needs_review' then
+    n = n + 1
+  end
+end
+return n
+"""
+
+
+async def wait_ended(r: Any, ids: list[str], fleet: Fleet, timeout: float, every: float = 0.2) -> None:
+    """Until every job has ended: one server-side count of the ended jobs per `every` s."""
+    count_ended = r.register_script(_COUNT_ENDED)
+    keys = [f"slmflow:job:{job_id}" for job_id in ids]
     deadline = time.monotonic() + timeout
-    while pending:
-        async with r.pipeline(transaction=False) as pipe:
-            for job_id in pending:
-                pipe.hget(f"slmflow:job:{job_id}", "status")
-            statuses = await pipe.execute()
-        pending = [job_id for job_id, status in zip(pending, statuses, strict=True) if status not in ENDED]
-        if not pending:
-            return
+    while (ended := int(await count_ended(keys=keys))) < len(ids):
         fleet.check_alive()
         if time.monotonic() > deadline:
-            raise TimeoutError(f"{len(pending)} of {len(ids)} jobs still unfinished after {timeout:g}s")
-        await asyncio.sleep(0.1)
+            raise TimeoutError(f"{len(ids) - ended} of {len(ids)} jobs still unfinished after {timeout:g}s")
+        await asyncio.sleep(every)
 
 
 async def sample_in_flight(r: Any, samples: list[dict[str, Any]], t0: float, every: float = 0.2) -> None:
@@ -376,7 +400,7 @@ async def run_slmflow(args: argparse.Namespace, server: ModelServer, logs: Path)
                 raise RuntimeError(f"warm-up job {bad[0].id} ended {bad[0].status}: {bad[0].error or bad[0].review}")
             server.stats()  # forget the warm-up's requests
             pids = {"model server": server.pid, **{n: p.pid for n, p in fleet.processes.items()}}
-            cpu_before, net_before = cpu_seconds(pids), listen_overflows()
+            cpu_before, net_before, busy_before = cpu_seconds(pids), listen_overflows(), machine_busy()
 
             samples: list[dict[str, Any]] = []
             t0 = time.time()
@@ -388,7 +412,7 @@ async def run_slmflow(args: argparse.Namespace, server: ModelServer, logs: Path)
             await wait_ended(client.store.redis, ids, fleet, args.timeout)
             waited_s = time.time() - t0
             sampler.cancel()
-            cpu_after, net_after = cpu_seconds(pids), listen_overflows()
+            cpu_after, net_after, busy_after = cpu_seconds(pids), listen_overflows(), machine_busy()
             records = await fetch_records(client, ids)
             seen = server.stats()
     finally:
@@ -433,6 +457,7 @@ async def run_slmflow(args: argparse.Namespace, server: ModelServer, logs: Path)
             "[started_at, finished_at] of the records",
         },
         "cpu_s": cpu_delta(cpu_before, cpu_after),
+        "machine": busy(busy_before, busy_after, cpu_delta(cpu_before, cpu_after)),
         "cpu_window_s": round(waited_s, 2),
         "listen_overflows": {k: net_after[k] - net_before.get(k, 0) for k in net_after},
         "request_samples": seen["samples"],
@@ -546,11 +571,13 @@ async def run_bare(kind: str, args: argparse.Namespace, server: ModelServer) -> 
         await asyncio.gather(*(job(-1 - i) for i in range(min(args.warmup, args.concurrency))))
         server.stats()
         cpu_before, net_before = cpu_seconds({"model server": server.pid}), listen_overflows()
+        busy_before = machine_busy()
         intervals.clear()
         failures.clear()
         created = time.time()
         await asyncio.gather(*(job(i) for i in range(args.jobs)))
         cpu_after, net_after = cpu_seconds({"model server": server.pid}), listen_overflows()
+        busy_after = machine_busy()
     finally:
         await close()
     seen = server.stats()
@@ -572,6 +599,7 @@ async def run_bare(kind: str, args: argparse.Namespace, server: ModelServer) -> 
         "service_ms": summary_ms([end - start for start, end in intervals]),
         "in_flight": {"max_exact": max_overlap(intervals), "limit": args.concurrency},
         "cpu_s": cpu_delta(cpu_before, cpu_after),
+        "machine": busy(busy_before, busy_after, cpu_delta(cpu_before, cpu_after)),
         "listen_overflows": {k: net_after[k] - net_before.get(k, 0) for k in net_after},
     }
 
@@ -647,7 +675,11 @@ def report(result: dict[str, Any]) -> str:
     lines = [line("slmflow", result["slmflow"])]
     lines += [line(f"bare ({kind})", run) for kind, run in result["bare"].items()]
     lines.append(f"ratio slmflow/bare: {result['ratios']}")
-    lines.append(f"slmflow CPU s: {result['slmflow']['cpu_s']} over {result['slmflow']['cpu_window_s']} s")
+    run, busy_ = result["slmflow"], result["slmflow"]["machine"]
+    lines.append(f"slmflow CPU s: {run['cpu_s']} over {run['cpu_window_s']} s")
+    lines.append(
+        f"cores busy meanwhile {busy_['cores_busy']:.0%}, other people's processes {busy_['others_cpu_s']} CPU s"
+    )
     lines.append(f"load: {result['load']['before']}  ->  {result['load']['after']}")
     return "\n".join(lines)
 

@@ -3,6 +3,12 @@
 The names here are the public API; everything else is importable from its module.
 """
 
+import os as _os
+
+# Checkpoints deserialize only safe types unless the environment says otherwise. Set before
+# LangGraph is imported: it reads the variable once, at import.
+_os.environ.setdefault("LANGGRAPH_STRICT_MSGPACK", "true")
+
 from slmflow.cascade import run_skill
 from slmflow.client import AsyncClient, AsyncJob, Client, GraphInfo, Job
 from slmflow.errors import (

@@ -50,6 +50,8 @@ class Settings(BaseSettings):
     """Runs of a job (first plus takeovers) before it is dead-lettered as `failed`."""
     tool_queues: dict[str, str] = Field(default_factory=dict)
     """Celery queue per tool name (JSON), e.g. {"open_case": "slmflow.tools.crm"}; default `slmflow.tools`."""
+    tool_time_limit_s: float = Field(default=300.0, gt=10)
+    """Hard limit of a tool task on a prefork tools worker (each tool also enforces its own timeout)."""
     visibility_timeout_s: int = Field(default=7200, gt=0)
     """Redis visibility timeout; must exceed the job and tool hard time limits."""
     request_timeout: float = Field(default=60.0, gt=0)
@@ -90,7 +92,8 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _timeouts_are_ordered(self) -> Settings:
         # HTTP timeout < job deadline < visibility timeout: else a live job is delivered twice.
-        if not self.request_timeout < self.job_timeout_s < self.visibility_timeout_s:
+        if not (self.request_timeout < self.job_timeout_s < self.visibility_timeout_s
+                and self.tool_time_limit_s < self.visibility_timeout_s):  # fmt: skip
             raise ValueError(
                 "expected SLMFLOW_REQUEST_TIMEOUT < SLMFLOW_JOB_TIMEOUT_S < SLMFLOW_VISIBILITY_TIMEOUT_S, got "
                 f"{self.request_timeout} / {self.job_timeout_s} / {self.visibility_timeout_s}"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import redis
 from celery import Celery
 from celery.signals import worker_ready
 
@@ -75,8 +76,16 @@ def _register_tasks(app: Celery) -> None:
     # Imported here: the tasks module needs the app, and the SDK side never runs them.
     from slmflow.fleet import tasks
 
-    app.task(name=RUN_JOB, bind=True)(tasks.run_job)
-    app.task(name=RUN_TOOL, bind=True)(tasks.run_tool)
+    settings: Settings = app.conf.slmflow_settings
+    # Retries with backoff and jitter for transient broker/store errors only; a job's own failures
+    # are recorded on the job, and a lost worker is handled by the lease and the sweeper.
+    transient = {"autoretry_for": (redis.ConnectionError, redis.TimeoutError), "retry_backoff": True,
+                 "retry_jitter": True, "max_retries": 5}  # fmt: skip
+    app.task(name=RUN_JOB, bind=True, **transient)(tasks.run_job)
+    app.task(
+        name=RUN_TOOL, bind=True, soft_time_limit=settings.tool_time_limit_s - 10,
+        time_limit=settings.tool_time_limit_s, **transient,
+    )(tasks.run_tool)  # fmt: skip
 
 
 def tool_queue(settings: Settings, tool: str) -> str:

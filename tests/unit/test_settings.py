@@ -47,7 +47,7 @@ def test_defaults_apply_when_nothing_is_set() -> None:
     [
         ("SLMFLOW_REQUEST_TIMEOUT", "-1"),
         ("SLMFLOW_SLM_BASE_URL", "localhost:8000"),
-        ("SLMFLOW_CHECKPOINT_URL", "postgres://x"),
+        ("SLMFLOW_CHECKPOINT_URL", "mysql://x"),
         ("SLMFLOW_MAX_RETRIES", "many"),
     ],
 )
