@@ -21,6 +21,7 @@ from slmflow.errors import (
     JobCancelled,
     JobFailed,
     JobNeedsReview,
+    JobTimeout,
     UnknownGraph,
     UsageError,
 )
@@ -79,10 +80,11 @@ class AsyncJob:
                 raise JobCancelled(f"job {self.id} was cancelled", job_id=self.id)
             if record.status == JobStatus.NEEDS_REVIEW:
                 step = (record.review or {}).get("step")
-                raise JobNeedsReview(f"job {self.id} waits for review at step {step!r}: answer it with Job.review()",
+                raise JobNeedsReview(f"job {self.id} waits for review at step {step!r}: answer it with Job.review() "
+                                     f"or `slmflow review {self.id} --answer FILE`",
                                      job_id=self.id, review=record.review)  # fmt: skip
             if deadline is not None and time.monotonic() > deadline:
-                raise TimeoutError(f"job {self.id} is still {record.status.value} after {timeout:g}s")
+                raise JobTimeout(f"job {self.id} is still {record.status.value} after {timeout:g}s", job_id=self.id)
             await asyncio.sleep(delay)
             delay = min(delay * 1.5, 0.5)
 

@@ -9,7 +9,7 @@ SlmflowError
 │   ├── UnknownTool             (also KeyError) a skill grants a tool nobody registered
 │   ├── ProjectError            project file missing or broken, graph module fails to import
 │   ├── SettingsError           a setting has a bad value
-│   └── EndpointUnreachable     nothing answers at a configured model endpoint
+│   └── EndpointUnreachable     nothing answers at a configured endpoint (model server, Redis)
 ├── ModelError                  a model endpoint failed a call (status_code, model)
 │   ├── ModelUnavailable        connection refused, 5xx after retries
 │   └── ModelTimeout            no answer within the request timeout
@@ -22,7 +22,8 @@ SlmflowError
     ├── JobNotFound
     ├── JobFailed
     ├── JobCancelled
-    └── JobNeedsReview          the job waits for a human answer (`Job.review`)
+    ├── JobNeedsReview          the job waits for a human answer (`Job.review`)
+    └── JobTimeout              (also TimeoutError) still not finished when the caller stopped waiting
 ```
 
 Each error is built from JSON values only (`message` plus keyword context), so it survives a
@@ -42,6 +43,7 @@ __all__ = [
     "JobFailed",
     "JobNeedsReview",
     "JobNotFound",
+    "JobTimeout",
     "ModelError",
     "ModelTimeout",
     "ModelUnavailable",
@@ -121,7 +123,7 @@ class SettingsError(UsageError):
 
 
 class EndpointUnreachable(UsageError):
-    """Nothing answers at a configured model endpoint: fix the URL or start the server."""
+    """Nothing answers at a configured endpoint (a model server, Redis): fix the URL or start it."""
 
 
 class ModelError(SlmflowError):
@@ -174,3 +176,7 @@ class JobCancelled(JobError):
 
 class JobNeedsReview(JobError):
     """No tier could answer a step: the job waits for `Job.review(answer)`."""
+
+
+class JobTimeout(JobError, TimeoutError):
+    """The job had not ended when the caller's wait ran out (it goes on running)."""

@@ -23,8 +23,9 @@ from slmflow.cascade import run_skill
 from slmflow.errors import UsageError
 from slmflow.events import Event, EventSink
 from slmflow.models import Endpoints
-from slmflow.skills import Skill, ToolCalls
+from slmflow.skills import Object, Skill, ToolCalls
 from slmflow.tools import ToolExecutor, ToolRegistry
+from slmflow.verdicts import review_errors
 
 __all__ = ["GraphSpec", "JobContext", "JobState", "MemoryMemo", "StepMemo", "skill_node"]
 
@@ -120,14 +121,20 @@ def skill_node(skill: Skill, inputs: NodeInputs, output_key: str, *, step: str |
         if context is None:
             raise UsageError(f"graph step {step_name!r} ran without a JobContext: run it as a job")
         # A step paused for review re-runs from its start when resumed: reuse its result.
+        values = dict(inputs(state))
         recorded = await context.memo.recall(step_name)
         if recorded is None:
-            recorded = await _run_step(skill, step_name, inputs(state), context)
+            recorded = await _run_step(skill, step_name, values, context)
         if recorded["status"] == "ok":
             return {output_key: recorded["answer"], "skill_results": [recorded]}
         await context.memo.remember(step_name, recorded)
-        # Every tier failed: pause for a human. The payload is what a reviewer needs to answer.
-        answer = interrupt({"step": step_name, "skill": skill.name, "result": recorded})
+        # Every tier failed: pause for a human. The payload is what a reviewer needs to answer; an
+        # answer that fails the step's schema or checks is refused and the step asks again.
+        payload: dict[str, Any] = {"step": step_name, "skill": skill.name, "result": recorded}
+        while errors := review_errors(skill, answer := interrupt(payload), values, context.tools):
+            payload = {**payload, "review_errors": errors}
+        if isinstance(skill.output, Object):
+            answer = skill.output.model.model_validate(answer).model_dump(mode="json")
         reviewed = {**recorded, "status": "ok", "tier": "human", "answer": answer}
         await context.publish(Event(kind="step_finished", step=step_name, skill=skill.name,
                                     data={"status": "ok", "tier": "human"}))  # fmt: skip

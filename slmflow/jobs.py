@@ -183,4 +183,5 @@ def _review_summary(review: dict[str, Any] | None) -> dict[str, Any] | None:
         "skill": review["skill"],
         "reasons": [a.get("reason") for a in attempts if not a.get("ok")],
         "last_errors": attempts[-1].get("errors", []) if attempts else [],
+        "review_errors": review.get("review_errors", []),
     }

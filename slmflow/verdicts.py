@@ -21,7 +21,7 @@ from slmflow.results import EscalationReason
 from slmflow.skills import Label, Object, Skill, ToolCalls
 from slmflow.tools import ToolCall, ToolRegistry
 
-__all__ = ["Verdict", "constraint", "confidence", "judge"]
+__all__ = ["Verdict", "confidence", "constraint", "judge", "review_errors"]
 
 
 @dataclass
@@ -173,3 +173,30 @@ def _parse_tool_calls(output: ToolCalls, completion: Completion, tools: ToolRegi
         except ToolError as exc:
             return Verdict.reject(EscalationReason.TOOL_ERROR, str(exc))
     return Verdict(ok=True, answer=calls)
+
+
+def review_errors(skill: Skill, answer: Any, values: dict[str, Any], tools: ToolRegistry | None) -> list[str]:
+    """What is wrong with a human reviewer's answer for `skill` (the same schema and checks)."""
+    output = skill.output
+    if isinstance(output, Label):
+        if answer not in output.labels:
+            return [f"{answer!r} is not one of the labels: {', '.join(output.labels)}"]
+        parsed: Any = answer
+    elif isinstance(output, Object):
+        try:
+            parsed = output.model.model_validate(answer)
+        except ValidationError as exc:
+            return [f"{'.'.join(map(str, e['loc'])) or 'answer'}: {e['msg']}" for e in exc.errors()[:5]]
+    else:
+        if not isinstance(answer, list) or not all(isinstance(c, dict) and "name" in c for c in answer):
+            return ["expected a list of tool calls: [{'name': ..., 'arguments': {...}, 'result': ...}]"]
+        try:
+            for call in answer:
+                if call["name"] not in output.tools:
+                    return [f"tool {call['name']!r} is not granted to this step ({', '.join(output.tools)})"]
+                assert tools is not None
+                tools.get(call["name"]).validate(call.get("arguments", {}))
+        except ToolError as exc:
+            return [str(exc)]
+        return []  # a reviewer's calls are taken as done: their results are theirs to give
+    return [e for check in skill.checks for e in check(parsed, values)]

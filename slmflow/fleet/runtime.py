@@ -151,6 +151,13 @@ class JobsRuntime:
             error = JobFailed(f"the job ran past SLMFLOW_JOB_TIMEOUT_S={settings.job_timeout_s:g}s", job_id=record.id)
             await self._finish(record, token, JobStatus.FAILED, error=error.to_dict())
             return
+        except (LeaseLost, CancelSignal):
+            raise
+        except Exception as exc:  # a bug in a graph or in slmflow: the job must still end, not hang `running`
+            log.exception("job %s crashed", record.id)
+            error = JobFailed(f"the job crashed: {type(exc).__name__}: {exc}", job_id=record.id)
+            await self._finish(record, token, JobStatus.FAILED, error=error.to_dict())
+            return
         finally:
             heartbeat.cancel()
         record.usage = result.usage

@@ -22,17 +22,20 @@ its lease expired, another took over) can no longer change the job.
 
 from __future__ import annotations
 
+import functools
+import inspect
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from typing import Any, cast
 
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from slmflow.errors import JobNotFound, SettingsError
+from slmflow.errors import EndpointUnreachable, JobNotFound
 from slmflow.events import Event
 from slmflow.fleet.records import TERMINAL, JobRecord
 from slmflow.jobs import JobStatus
@@ -146,11 +149,8 @@ class JobStore:
         await self.redis.aclose()
 
     async def ping(self) -> None:
-        """Fail with a clear error when Redis does not answer."""
-        try:
-            await self.redis.ping()
-        except (RedisError, OSError) as exc:
-            raise SettingsError(f"cannot reach Redis at {self.url} (SLMFLOW_REDIS_URL): {exc}") from None
+        """Fail with a clear error (`EndpointUnreachable`) when Redis does not answer."""
+        await self.redis.ping()
 
     # -- records -------------------------------------------------------------------------------
 
@@ -256,7 +256,8 @@ class JobStore:
                 after = event_id
                 event = Event.model_validate_json(fields["event"]).model_copy(update={"id": event_id})
                 yield event
-                if follow and event.kind == "job_finished":
+                # A paused job also finishes a run; follow on if a later run (after review) went on.
+                if follow and event.kind == "job_finished" and not await self.redis.xread({key: after}, count=1):
                     return
             if not follow and not entries:
                 return
@@ -370,3 +371,36 @@ def _iso_now() -> str:
 def new_job_id() -> str:
     """A fresh job id."""
     return uuid.uuid4().hex
+
+
+def _redis_errors_mapped(method: Callable[..., Any], url_of: Callable[[Any], str]) -> Callable[..., Any]:
+    """Redis being down is an unreachable endpoint (a user error naming the setting), not a traceback."""
+
+    def unreachable(store: Any, exc: Exception) -> EndpointUnreachable:
+        return EndpointUnreachable(f"cannot reach Redis at {url_of(store)} (SLMFLOW_REDIS_URL): {exc}")
+
+    if inspect.isasyncgenfunction(method):
+
+        @functools.wraps(method)
+        async def stream(self: Any, *args: Any, **kwargs: Any) -> AsyncIterator[Any]:
+            try:
+                async for item in method(self, *args, **kwargs):
+                    yield item
+            except (RedisConnectionError, RedisTimeoutError) as exc:
+                raise unreachable(self, exc) from None
+
+        return stream
+
+    @functools.wraps(method)
+    async def call(self: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return await method(self, *args, **kwargs)
+        except (RedisConnectionError, RedisTimeoutError) as exc:
+            raise unreachable(self, exc) from None
+
+    return call
+
+
+for _name, _method in list(vars(JobStore).items()):
+    if not _name.startswith("_") and (inspect.iscoroutinefunction(_method) or inspect.isasyncgenfunction(_method)):
+        setattr(JobStore, _name, _redis_errors_mapped(_method, lambda store: store.url))

@@ -18,6 +18,8 @@ from slmflow.client import Client
 from slmflow.testing import ScriptedServer
 from tests.conftest import EXAMPLES, ROOT, triage_reply
 
+pytestmark = [pytest.mark.redis, pytest.mark.postgres]
+
 REDIS_URL = "redis://127.0.0.1:6379/14"  # a database of its own: flushed before the fleet starts
 CHECKPOINT_URL = "postgresql://postgres@127.0.0.1:5432/test"
 T01 = str(EXAMPLES / "t01_refund_request.json")

@@ -255,6 +255,10 @@ def test_needs_review_then_review_resumes_to_succeeded(fleet: Fleet) -> None:
         job.result(timeout=30)
     assert paused.value.context["review"]["step"] == "extract_fields"
     asked = fleet.requests_by_step()
+    job.review("refund_request")  # not a TicketFields object: refused, the step asks again
+    with pytest.raises(JobNeedsReview) as refused:
+        job.result(timeout=30)
+    assert "Input should be a valid dictionary" in refused.value.context["review"]["review_errors"][0]
     job.review({"order_id": "ORD-10012", "amount": 59.99, "email": "maria.lopez@example.com"})
     record = job.result(timeout=30)
     assert record.status == JobStatus.SUCCEEDED

@@ -33,7 +33,7 @@ BRANCHES = {
     ],
     ModelError: ["ModelUnavailable", "ModelTimeout"],
     ToolError: ["ToolNotGranted", "InvalidToolArguments", "ToolTimeout", "ToolFailed"],
-    JobError: ["JobNotFound", "JobFailed", "JobCancelled", "JobNeedsReview"],
+    JobError: ["JobNotFound", "JobFailed", "JobCancelled", "JobNeedsReview", "JobTimeout"],
 }
 
 
