@@ -10,7 +10,7 @@ import typer
 from rich.markup import escape
 from rich.table import Column, Table
 
-from slmflow.cli.output import console, err_console, print_json
+from slmflow.cli.output import console, err_console, print_json, print_outcome
 from slmflow.client import Client, Job
 from slmflow.embedded import read_input
 from slmflow.errors import InvalidInput, JobError, JobNotFound
@@ -142,20 +142,7 @@ def _print_record(record: JobRecord, json_output: bool) -> None:
     if json_output:
         print_json(record.model_dump(mode="json"))
         return
-    console.print(f"job {record.id} ({record.graph}): {_status_text(record.status)}")
-    if record.output:
-        console.print_json(data=record.output)
-    if record.review:
-        reasons = ", ".join(map(str, record.review.get("reasons", [])))
-        console.print(f"waiting for review at step {record.review.get('step')}: {escape(reasons)}")
-    if record.error:
-        console.print(f"[red]{record.error.get('type')}: {escape(str(record.error.get('message')))}[/]")
-    usage = record.usage
-    console.print(
-        f"calls slm={usage.calls.get('slm', 0)} llm={usage.calls.get('llm', 0)}  "
-        f"cost {usage.cost.get('actual', 0.0):.6f} (all-LLM {usage.cost.get('all_llm', 0.0):.6f})  "
-        f"{usage.latency_s:.1f}s"
-    )
+    print_outcome(record.id, record.graph, record.status, record.output, record.review, record.error, record.usage)
 
 
 def _status_text(state: JobStatus) -> str:

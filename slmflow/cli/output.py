@@ -9,8 +9,9 @@ from rich.console import Console
 from rich.markup import escape
 
 from slmflow.events import Event
+from slmflow.jobs import JobStatus, JobUsage
 
-__all__ = ["console", "err_console", "print_json", "render_event"]
+__all__ = ["console", "err_console", "print_json", "print_outcome", "render_event"]
 
 console = Console()
 err_console = Console(stderr=True)
@@ -34,3 +35,31 @@ def render_event(event: Event) -> str | None:
         detail = escape(str(data.get("detail", ""))[:160])
         return f"  [yellow]↑[/] {event.step}: {data.get('reason')} → {data.get('to')}: [dim]{detail}[/]"
     return None
+
+
+def print_outcome(
+    job_id: str,
+    graph: str,
+    status: JobStatus,
+    output: dict[str, Any] | None,
+    review: dict[str, Any] | None,
+    error: dict[str, Any] | None,
+    usage: JobUsage,
+) -> None:
+    """A job's outcome for people: status, output, why it waits or failed, calls and cost."""
+    colour = {"succeeded": "green", "needs_review": "yellow", "running": "cyan", "queued": "cyan"}.get(status, "red")
+    console.print(f"job {job_id} ({graph}): [bold {colour}]{status.value}[/]")
+    if output:
+        console.print_json(data=output)
+    if review:
+        reasons = ", ".join(map(str, review.get("reasons", [])))
+        console.print(f"waiting for review at step {review.get('step')}: {escape(reasons)}")
+        for problem in review.get("review_errors", []):
+            console.print(f"  last review answer refused: {escape(str(problem))}")
+    if error:
+        console.print(f"[red]{escape(str(error.get('type')))}: {escape(str(error.get('message')))}[/]")
+    console.print(
+        f"calls slm={usage.calls.get('slm', 0)} llm={usage.calls.get('llm', 0)}  "
+        f"cost {usage.cost.get('actual', 0.0):.6f} (all-LLM {usage.cost.get('all_llm', 0.0):.6f})  "
+        f"{usage.latency_s:.1f}s"
+    )

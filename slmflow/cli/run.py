@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from slmflow.cli.output import console, err_console, print_json, render_event
+from slmflow.cli.output import err_console, print_json, print_outcome, render_event
 from slmflow.embedded import load_graph, read_input, run_graph
 from slmflow.events import Event
 from slmflow.jobs import JobResult, JobStatus
@@ -69,18 +69,4 @@ def _json(result: JobResult) -> dict[str, object]:
 
 
 def _print(result: JobResult) -> None:
-    colour = {"succeeded": "green", "needs_review": "yellow"}.get(result.status.value, "red")
-    console.print(f"job {result.job_id}: [bold {colour}]{result.status.value}[/]")
-    if result.output:
-        console.print_json(data=result.output)
-    if result.review:
-        console.print(
-            f"waiting for review at step {result.review['step']}: {', '.join(map(str, result.review['reasons']))}"
-        )
-    if result.error:
-        console.print(f"[red]{result.error['type']}: {result.error['message']}[/]")
-    usage = result.usage
-    console.print(
-        f"calls slm={usage.calls['slm']} llm={usage.calls['llm']}  "
-        f"cost {usage.cost['actual']:.6f} (all-LLM {usage.cost['all_llm']:.6f})  {usage.latency_s:.1f}s"
-    )
+    print_outcome(result.job_id, result.graph, result.status, result.output, result.review, result.error, result.usage)
