@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
 import json
 import os
 import platform
@@ -219,7 +220,8 @@ def uptime() -> str:
 def machine() -> dict[str, Any]:
     """Facts about the machine and the software measured."""
     versions = {}
-    for name in ("slmflow", "celery", "kombu", "redis", "openai", "httpx", "httpcore", "aiohttp", "langgraph",
+    for name in ("slmflow", "celery", "kombu", "redis", "openai", "httpx", "httpcore", "httpx2", "httpcore2", "aiohttp",
+                 "langgraph",
                  "langgraph-checkpoint-postgres", "psycopg"):  # fmt: skip
         try:
             versions[name] = metadata.version(name)
@@ -227,8 +229,18 @@ def machine() -> dict[str, Any]:
             versions[name] = None
     cpu_model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
                       if line.startswith("model name")), platform.processor())  # fmt: skip
+    sources = sorted((ROOT / "slmflow").rglob("*.py"))
+    digest = hashlib.sha256()
+    for source in sources:
+        digest.update(f"{source.relative_to(ROOT)}\0".encode() + source.read_bytes())
+    newest = max(source.stat().st_mtime for source in sources)
     return {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "slmflow_source": {  # what was measured: the tree changes, and this script runs no git
+            "sha256": digest.hexdigest()[:16],
+            "files": len(sources),
+            "newest_mtime": datetime.fromtimestamp(newest, UTC).isoformat(timespec="seconds"),
+        },
         "nproc": os.cpu_count(),
         "cpu": cpu_model,
         "memory_gb": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
@@ -447,7 +459,7 @@ async def run_slmflow(args: argparse.Namespace, server: ModelServer, logs: Path)
             "seconds": round(submit_s, 3),
             "jobs_per_s": round(len(ids) / submit_s, 1),
             "concurrency": args.submit_concurrency,
-        },  # fmt: skip
+        },
         "in_flight": {
             "max_sampled": max((s["running"] for s in samples), default=0),
             "mean_sampled_while_backlogged": round(statistics.fmean(steady), 1) if steady else None,
@@ -457,6 +469,7 @@ async def run_slmflow(args: argparse.Namespace, server: ModelServer, logs: Path)
             "[started_at, finished_at] of the records",
         },
         "cpu_s": cpu_delta(cpu_before, cpu_after),
+        "cpu_ms_per_job": {k: round(v * 1000 / len(records), 2) for k, v in cpu_delta(cpu_before, cpu_after).items()},
         "machine": busy(busy_before, busy_after, cpu_delta(cpu_before, cpu_after)),
         "cpu_window_s": round(waited_s, 2),
         "listen_overflows": {k: net_after[k] - net_before.get(k, 0) for k in net_after},
@@ -588,7 +601,7 @@ async def run_bare(kind: str, args: argparse.Namespace, server: ModelServer) -> 
             "aiohttp": "one aiohttp.ClientSession",
             "httpx": "one httpx.AsyncClient",
             "openai": "one openai.AsyncOpenAI (max_retries=0)",
-        }[kind],  # fmt: skip
+        }[kind],
         "jobs": len(intervals),
         "failures": dict(failures),
         "model_requests": seen["requests"],
