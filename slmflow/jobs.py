@@ -6,6 +6,7 @@ durable checkpointer resumes where it stopped.
 
 from __future__ import annotations
 
+import functools
 import time
 import uuid
 from collections.abc import Mapping
@@ -14,6 +15,7 @@ from typing import Any
 
 from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import BaseCheckpointSaver
+from langgraph.graph import StateGraph
 from langgraph.types import Command, StateSnapshot
 from pydantic import BaseModel, Field, ValidationError
 
@@ -128,7 +130,7 @@ async def run_job(
     context = JobContext(
         job_id, endpoints, spec.tools, executor or InProcessExecutor(), emit or (lambda _: None), memo or MemoryMemo()
     )
-    graph = spec.builder.compile(checkpointer=checkpointer)
+    graph = _compiled(spec.builder, checkpointer)
     config: RunnableConfig = {"configurable": {"thread_id": job_id}}
     payload: Any = {"input": job_input.model_dump(mode="json"), "skill_results": []}
     if resume is not NO_RESUME:
@@ -150,6 +152,12 @@ async def run_job(
     result = _result(spec, job_id, await graph.aget_state(config), time.perf_counter() - started)
     await context.publish(Event(kind="job_finished", data={"status": result.status}))
     return result
+
+
+@functools.lru_cache(maxsize=64)
+def _compiled(builder: StateGraph[Any, Any, Any, Any], checkpointer: BaseCheckpointSaver[str]) -> Any:
+    # Compiling inspects every node's code: once per (graph, checkpointer), not once per job.
+    return builder.compile(checkpointer=checkpointer)
 
 
 def _result(spec: GraphSpec, job_id: str, state: StateSnapshot, latency_s: float) -> JobResult:

@@ -16,6 +16,8 @@ import logging
 import threading
 from collections.abc import AsyncIterator, Coroutine, Iterator, Sequence
 from contextlib import AsyncExitStack
+from contextvars import ContextVar
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, ClassVar, TypeVar
 
@@ -93,9 +95,12 @@ class JobsRuntime:
         await self.store.ping()
         self.endpoints = Endpoints.from_settings(settings)
         self.checkpointer = await self._stack.enter_async_context(open_checkpointer(settings.checkpoint_url, 50))
+        self._held: dict[str, _Held] = {}
+        self.fenced_checkpointer = FencedCheckpointer(self.checkpointer, self.store)
         self._background = [
             asyncio.create_task(self._publish_catalog()),
             asyncio.create_task(self._sweep()),
+            asyncio.create_task(self._heartbeat()),
         ]
         await self.store.publish_graphs([catalog_entry(s) for s in self.graphs.values()], CATALOG_TTL_S)
 
@@ -135,7 +140,8 @@ class JobsRuntime:
         job = asyncio.current_task()
         assert job is not None
         stop_reason: list[str] = []
-        heartbeat = asyncio.create_task(self._heartbeat(record.id, token, job, stop_reason))
+        self._held[record.id] = _Held(token, job, stop_reason)
+        _lease.set((record.id, token))
         try:
             async with asyncio.timeout(settings.job_timeout_s):
                 result = await self._execute(record, token, resume)
@@ -159,7 +165,7 @@ class JobsRuntime:
             await self._finish(record, token, JobStatus.FAILED, error=error.to_dict())
             return
         finally:
-            heartbeat.cancel()
+            self._held.pop(record.id, None)
         record.usage = result.usage
         await self._finish(record, token, result.status, output=result.output, error=result.error, review=result.review)
 
@@ -171,15 +177,11 @@ class JobsRuntime:
         async def emit(event: Event) -> None:
             await self.store.append_event(record.id, event, token)
 
-        async def check_lease() -> None:
-            if not await self.store.holds_lease(record.id, token):
-                raise LeaseLost(record.id)
-
         return await run_job(
             spec,
             record.input,
             endpoints=self.endpoints,
-            checkpointer=FencedCheckpointer(self.checkpointer, check_lease),
+            checkpointer=self.fenced_checkpointer,
             job_id=record.id,
             executor=CeleryToolExecutor(self.app, self.store, self.settings, emit),
             emit=emit,
@@ -195,17 +197,19 @@ class JobsRuntime:
         if status == JobStatus.CANCELLED:
             await self.store.append_event(record.id, Event(kind="job_finished", data={"status": status}), token)
 
-    async def _heartbeat(self, job_id: str, token: int, job: asyncio.Task[Any], stop: list[str]) -> None:
-        every = self.settings.lease_ttl_s / 3
+    async def _heartbeat(self) -> None:
+        """Renew the leases of every job this process runs, in one round trip a beat."""
         while True:
-            await asyncio.sleep(min(every, 1.0))
-            if await self.store.cancel_requested(job_id):
-                stop.append("cancelled")
-            elif not await self.store.renew_lease(job_id, token, self.settings.lease_ttl_s):
-                stop.append("lease_lost")
-            if stop:
-                job.cancel()
-                return
+            await asyncio.sleep(min(self.settings.lease_ttl_s / 3, 1.0))
+            if not self._held:
+                continue
+            with _logged("heartbeat"):
+                held = dict(self._held)
+                stops = await self.store.heartbeat({job_id: h.token for job_id, h in held.items()},
+                                                   self.settings.lease_ttl_s)  # fmt: skip
+                for job_id, reason in stops.items():
+                    held[job_id].stop.append(reason)
+                    held[job_id].task.cancel()
 
     async def _sweep(self) -> None:
         while True:
@@ -247,12 +251,33 @@ class RedisMemo:
         await self.store.remember(self.job_id, step, result)
 
 
-class FencedCheckpointer(BaseCheckpointSaver[str]):
-    """A checkpointer that writes only while its job's lease is still held (else `LeaseLost`)."""
+_lease: ContextVar[tuple[str, int] | None] = ContextVar("slmflow_lease", default=None)
+"""The (job id, fencing token) of the job the current task runs; graph tasks inherit it."""
 
-    def __init__(self, inner: BaseCheckpointSaver[str], check: Any) -> None:
+
+@dataclass
+class _Held:
+    token: int
+    task: asyncio.Task[Any]
+    stop: list[str]
+
+
+class FencedCheckpointer(BaseCheckpointSaver[str]):
+    """Writes checkpoints only while the running job's lease is still held (else `LeaseLost`).
+
+    One instance serves every job of the process (so each graph compiles once): the job comes from
+    the `_lease` context variable set by the task that runs it.
+    """
+
+    def __init__(self, inner: BaseCheckpointSaver[str], store: JobStore) -> None:
         super().__init__(serde=inner.serde)
-        self.inner, self.check = inner, check
+        self.inner, self.store = inner, store
+
+    async def check(self) -> None:
+        """Raise `LeaseLost` unless the current job still holds its lease."""
+        lease = _lease.get()
+        if lease is None or not await self.store.holds_lease(*lease):
+            raise LeaseLost(lease[0] if lease else "?")
 
     async def aget_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
         return await self.inner.aget_tuple(config)

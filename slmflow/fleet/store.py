@@ -282,6 +282,24 @@ class JobStore:
         )
         return bool(done)
 
+    async def heartbeat(self, leases: dict[str, int], ttl_s: float) -> dict[str, str]:
+        """Renew many leases in one round trip; returns `cancelled` or `lease_lost` for jobs to stop."""
+        expires = (_now() + ttl_s) * 1000
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for job_id, token in leases.items():
+                await self._renew(keys=[f"{P}lease:{job_id}", f"{P}running"],
+                                  args=[token, int(ttl_s * 1000), expires, job_id], client=pipe)  # fmt: skip
+                pipe.exists(f"{P}cancel:{job_id}")
+            replies = await pipe.execute()
+        stop = {}
+        for index, job_id in enumerate(leases):
+            renewed, cancel = replies[2 * index], replies[2 * index + 1]
+            if cancel:
+                stop[job_id] = "cancelled"
+            elif not renewed:
+                stop[job_id] = "lease_lost"
+        return stop
+
     async def holds_lease(self, job_id: str, token: int) -> bool:
         """Whether `token` is still the job's current lease."""
         return await self.redis.get(f"{P}lease:{job_id}") == str(token)
