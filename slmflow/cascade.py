@@ -26,6 +26,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from slmflow import telemetry
 from slmflow.errors import ModelError, ModelTimeout, ToolError
 from slmflow.models import Completion, Endpoints, ModelClient, Tier
 from slmflow.prompts import feedback_message, render_messages
@@ -61,7 +62,17 @@ async def run_skill(
     """Run one skill on one input through the cascade; never raises for a bad answer."""
     data = values.model_dump() if isinstance(values, BaseModel) else dict(values)
     run = SkillRun(endpoints, tools, executor or InProcessExecutor(), job_id, step or skill.name)
-    return await _Cascade(skill, data, run).run()
+    with telemetry.skill_span(skill.name, run.step or skill.name, job_id) as span:
+        result = await _Cascade(skill, data, run).run()
+        span.set_attribute("slmflow.status", result.status)
+        span.set_attribute("slmflow.tier", str(result.tier or "review"))
+        if result.confidence is not None:
+            span.set_attribute("slmflow.confidence", result.confidence)
+        if result.escalations:
+            span.set_attribute("slmflow.escalation_reason", [str(e.reason) for e in result.escalations])
+        span.set_attribute("slmflow.cost", result.usage.cost)
+        span.set_attribute("slmflow.cost_all_llm", result.usage.all_llm_cost)
+        return result
 
 
 class _Cascade:
@@ -105,37 +116,40 @@ class _Cascade:
         request = constraint(self.skill, client.endpoint.dialect, self.run_.tools)
         verdict = Verdict.reject(EscalationReason.MODEL_UNAVAILABLE, "no attempt was made")
         for number in range(1, attempts + 1):
-            try:
-                completion = await client.chat(
-                    messages, model=model, max_tokens=self.skill.token_budget, request=request
-                )
-            except ModelError as exc:
-                reason = (
-                    EscalationReason.TIMEOUT if isinstance(exc, ModelTimeout) else EscalationReason.MODEL_UNAVAILABLE
-                )
-                verdict = Verdict.reject(reason, str(exc))
-                self._record(tier, number, model or client.endpoint.default_model, verdict, None, client)
-                return verdict
-            verdict = judge(
-                self.skill,
-                completion,
-                self.values,
-                dialect=client.endpoint.dialect,
-                tools=self.run_.tools,
-                gate_confidence=tier is Tier.SLM,
-            )
-            if verdict.ok and isinstance(self.skill.output, ToolCalls):
-                verdict = await self._execute(verdict)
-            self._record(tier, number, completion.model, verdict, completion, client)
+            with telemetry.chat_span(model or client.endpoint.default_model, tier, number) as span:
+                verdict, completion = await self._ask(tier, client, model, messages, request)
+                _annotate(span, verdict, completion)
+            if completion is not None and verdict.ok and isinstance(self.skill.output, ToolCalls):
+                verdict = await self._execute(verdict)  # its spans sit beside the model call's
+            self._record(tier, number, completion.model if completion else model or client.endpoint.default_model,
+                         verdict, completion, client)  # fmt: skip
+            if completion is None:
+                return verdict  # the endpoint failed: escalate now rather than wait out another timeout
             if verdict.ok or verdict.reason is EscalationReason.LOW_CONFIDENCE:
                 # An unsure model is not repaired by feedback: re-asking it at temperature 0 costs a
                 # call and rarely changes its mind, so low confidence escalates at once.
                 return verdict
-            messages = [
-                *self.base_messages,
-                feedback_message(_raw_output(completion), verdict.errors),
-            ]
+            messages = [*self.base_messages, feedback_message(_raw_output(completion), verdict.errors)]
         return verdict
+
+    async def _ask(
+        self, tier: Tier, client: ModelClient, model: str | None, messages: list[dict[str, Any]],
+        request: dict[str, Any],
+    ) -> tuple[Verdict, Completion | None]:  # fmt: skip
+        try:
+            completion = await client.chat(messages, model=model, max_tokens=self.skill.token_budget, request=request)
+        except ModelError as exc:
+            reason = EscalationReason.TIMEOUT if isinstance(exc, ModelTimeout) else EscalationReason.MODEL_UNAVAILABLE
+            return Verdict.reject(reason, str(exc)), None
+        verdict = judge(
+            self.skill,
+            completion,
+            self.values,
+            dialect=client.endpoint.dialect,
+            tools=self.run_.tools,
+            gate_confidence=tier is Tier.SLM,
+        )
+        return verdict, completion
 
     async def _execute(self, verdict: Verdict) -> Verdict:
         """Run the checked calls (in parallel); a tool error fails the attempt with `tool_error`."""
@@ -213,3 +227,15 @@ def _json_safe(value: Any) -> Any:
         return value
     except (TypeError, ValueError):
         return str(value)
+
+
+def _annotate(span: Any, verdict: Verdict, completion: Completion | None) -> None:
+    """GenAI attributes of one model call, and its verdict."""
+    span.set_attribute("slmflow.verdict", "ok" if verdict.ok else str(verdict.reason))
+    if verdict.confidence is not None:
+        span.set_attribute("slmflow.confidence", verdict.confidence)
+    if completion is not None:
+        span.set_attribute("gen_ai.response.model", completion.model)
+        span.set_attribute("gen_ai.usage.input_tokens", completion.input_tokens)
+        span.set_attribute("gen_ai.usage.output_tokens", completion.output_tokens)
+        span.set_attribute("gen_ai.response.finish_reasons", [completion.finish_reason or "unknown"])

@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 import jsonschema
 from pydantic import BaseModel
 
+from slmflow import telemetry
 from slmflow.errors import (
     InvalidInput,
     JobCancelled,
@@ -142,11 +143,14 @@ class AsyncClient:
         """Validate the input, record the job and enqueue it; the same key returns the first job."""
         info = await self._graph(graph)
         _validate(info, input)
-        record = JobRecord(id=new_job_id(), graph=graph, graph_version=info.version, input=dict(input),
-                           metadata=dict(metadata or {}), idempotency_key=idempotency_key)  # fmt: skip
-        job_id, created = await self.store.create(record, idempotency_key)
-        if created:
-            self.enqueue(job_id)
+        with telemetry.submit_span(graph) as span:
+            record = JobRecord(id=new_job_id(), graph=graph, graph_version=info.version, input=dict(input),
+                               metadata=dict(metadata or {}), idempotency_key=idempotency_key,
+                               trace_id=telemetry.current_trace_id(), trace_context=telemetry.carrier())  # fmt: skip
+            job_id, created = await self.store.create(record, idempotency_key)
+            span.set_attribute("slmflow.job_id", job_id)
+            if created:
+                self.enqueue(job_id)
         return AsyncJob(self, job_id)
 
     async def submit_many(self, jobs: Iterable[tuple[str, Mapping[str, Any]]]) -> list[AsyncJob]:

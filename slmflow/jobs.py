@@ -19,6 +19,7 @@ from langgraph.graph import StateGraph
 from langgraph.types import Command, StateSnapshot
 from pydantic import BaseModel, Field, ValidationError
 
+from slmflow import telemetry
 from slmflow.errors import InvalidInput, SlmflowError, UsageError
 from slmflow.events import Event, EventSink
 from slmflow.graphs import GraphSpec, JobContext, MemoryMemo, StepMemo
@@ -117,6 +118,7 @@ async def run_job(
     emit: EventSink | None = None,
     memo: StepMemo | None = None,
     resume: Any = NO_RESUME,
+    trace_parent: Mapping[str, str] | None = None,
 ) -> JobResult:
     """Run one job to its end (or to a pause for review) and return its result.
 
@@ -137,8 +139,19 @@ async def run_job(
         payload = Command(resume=resume)
     elif await checkpointer.aget_tuple(config) is not None:
         payload = None  # LangGraph continues the thread from its last checkpoint
+    with telemetry.job_span(spec.name, job_id, trace_parent):
+        result = await _invoke(
+            spec, graph, payload, config, context, resumed=payload is None or resume is not NO_RESUME
+        )
+        result.trace_id = telemetry.current_trace_id()
+        return result
+
+
+async def _invoke(
+    spec: GraphSpec, graph: Any, payload: Any, config: RunnableConfig, context: JobContext, *, resumed: bool
+) -> JobResult:
+    job_id = context.job_id
     started = time.perf_counter()
-    resumed = payload is None or resume is not NO_RESUME
     await context.publish(Event(kind="job_started", data={"job_id": job_id, "graph": spec.name, "resumed": resumed}))
     try:
         # durability "sync": every step's checkpoint is written before the next step starts.

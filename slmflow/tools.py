@@ -18,6 +18,7 @@ import jsonschema
 from langchain_core.tools import BaseTool
 from langchain_core.utils.function_calling import convert_to_openai_tool
 
+from slmflow import telemetry
 from slmflow.errors import (
     InvalidToolArguments,
     SlmflowError,
@@ -173,6 +174,8 @@ class ToolContext:
     job_id: str
     step: str
     index: int
+    trace_parent: Mapping[str, str] | None = None
+    """W3C context of the calling skill, when the call runs in another process."""
 
     @property
     def key(self) -> str:
@@ -195,6 +198,11 @@ class InProcessExecutor:
         """Run `spec` with `arguments`; tool exceptions become `ToolFailed`."""
         if spec.run is None:
             return None
+        with telemetry.tool_span(spec.name, context.key, context.trace_parent):
+            return await self._run(spec, arguments, context)
+
+    async def _run(self, spec: ToolSpec, arguments: dict[str, Any], context: ToolContext) -> Any:
+        assert spec.run is not None
         deadline = asyncio.timeout(spec.timeout)
         try:
             async with deadline:

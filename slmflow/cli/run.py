@@ -13,6 +13,7 @@ from slmflow.embedded import load_graph, read_input, run_graph
 from slmflow.events import Event
 from slmflow.jobs import JobResult, JobStatus
 from slmflow.settings import load_settings
+from slmflow.telemetry import setup_tracing
 
 __all__ = ["run"]
 
@@ -25,6 +26,7 @@ def run(
 ) -> None:
     """Run one job in-process (starts the local model server when SLMFLOW_SLM_BASE_URL is unset)."""
     settings = load_settings(**({"project": project} if project else {}))
+    setup_tracing("slmflow")
     load_graph(graph, settings)  # an unknown graph is reported before a bad input file
     data = read_input(input)
     with err_console.status(f"running {graph}", spinner="dots") as status:

@@ -17,6 +17,7 @@ from typing import Any
 import redis
 from celery import Celery
 
+from slmflow import telemetry
 from slmflow.errors import SlmflowError, ToolError, ToolFailed, ToolTimeout
 from slmflow.events import Event
 from slmflow.fleet.app import RUN_TOOL, tool_queue
@@ -49,7 +50,8 @@ class CeleryToolExecutor:
                     "key": context.key,
                     "job_id": context.job_id,
                     "step": context.step,
-                },  # fmt: skip
+                    "trace_context": telemetry.carrier(),  # the tool's span joins the job's trace
+                },
                 queue=tool_queue(self.settings, spec.name),
             )
             outcome = await self.store.wait_tool_result(context.key, spec.timeout + _GRACE_S)
@@ -66,7 +68,7 @@ class CeleryToolExecutor:
 
 def execute_tool_task(
     client: redis.Redis, registry: ToolRegistry, ttl_s: int, tool: str, arguments: dict[str, Any], key: str,
-    job_id: str, step: str,
+    job_id: str, step: str, trace_context: dict[str, str] | None = None,
 ) -> None:  # fmt: skip
     """The body of `run_tool`: run once per key, store the outcome, wake the waiting job."""
     if client.exists(f"{P}tool:{key}"):
@@ -79,7 +81,8 @@ def execute_tool_task(
     worker = f"{socket.gethostname()}:{os.getpid()}"
     try:
         valid = spec.validate(arguments)  # validated again here: a message is not trusted input
-        result = asyncio.run(InProcessExecutor().run(spec, valid, ToolContext(job_id, step, 0)))
+        context = ToolContext(job_id, step, 0, trace_parent=trace_context)
+        result = asyncio.run(InProcessExecutor().run(spec, valid, context))
         outcome = {"ok": True, "result": result, "worker": worker}
     except ToolError as exc:
         outcome = {"ok": False, "error": exc.to_dict(), "worker": worker}

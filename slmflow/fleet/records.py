@@ -38,6 +38,8 @@ class JobRecord(BaseModel):
     attempts: int = 0
     """Runs of this job on workers (a takeover after a crash is one more)."""
     trace_id: str | None = None
+    trace_context: dict[str, str] = Field(default_factory=dict)
+    """W3C context of the submit, so that every run of the job joins the submit's trace."""
     created_at: datetime = Field(default_factory=_now)
     started_at: datetime | None = None
     finished_at: datetime | None = None

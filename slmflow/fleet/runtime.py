@@ -43,6 +43,7 @@ from slmflow.jobs import NO_RESUME, JobResult, JobStatus, run_job
 from slmflow.models import Endpoints
 from slmflow.project import find_project
 from slmflow.settings import Settings
+from slmflow.telemetry import setup_tracing
 
 __all__ = ["JobsRuntime", "catalog_entry"]
 
@@ -89,6 +90,7 @@ class JobsRuntime:
         return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(timeout)
 
     async def _start(self) -> None:
+        setup_tracing("slmflow-jobs-worker")
         settings = self.settings
         self.graphs = find_project(settings.project).load_all()
         self.store = JobStore(settings.redis_url, settings.job_ttl_s)
@@ -167,6 +169,7 @@ class JobsRuntime:
         finally:
             self._held.pop(record.id, None)
         record.usage = result.usage
+        record.trace_id = record.trace_id or result.trace_id
         await self._finish(record, token, result.status, output=result.output, error=result.error, review=result.review)
 
     async def _execute(self, record: JobRecord, token: int, resume: Any) -> JobResult:
@@ -187,6 +190,7 @@ class JobsRuntime:
             emit=emit,
             memo=RedisMemo(self.store, record.id),
             resume=resume,
+            trace_parent=record.trace_context or None,
         )
 
     async def _finish(self, record: JobRecord, token: int, status: JobStatus, **fields: Any) -> None:

@@ -12,6 +12,7 @@ from slmflow.fleet.executor import execute_tool_task
 from slmflow.jobs import NO_RESUME
 from slmflow.project import find_project
 from slmflow.settings import Settings
+from slmflow.telemetry import setup_tracing
 from slmflow.tools import ToolRegistry
 
 __all__ = ["run_job", "run_tool"]
@@ -34,6 +35,7 @@ class _ToolsRuntime:
     _lock = threading.Lock()
 
     def __init__(self, settings: Settings) -> None:
+        setup_tracing("slmflow-tools-worker")  # here, after the fork: exporters own threads
         self.settings = settings
         self.client = redis.Redis.from_url(settings.redis_url, decode_responses=True)
         graphs = find_project(settings.project).load_all()
@@ -49,7 +51,11 @@ class _ToolsRuntime:
             return cls._instance
 
 
-def run_tool(self: Task, tool: str, arguments: dict[str, Any], key: str, job_id: str, step: str) -> None:
+def run_tool(
+    self: Task, tool: str, arguments: dict[str, Any], key: str, job_id: str, step: str,
+    trace_context: dict[str, str] | None = None,
+) -> None:  # fmt: skip
     """Run one tool call (once per idempotency key) and store its outcome."""
     runtime = _ToolsRuntime.of(self.app.conf.slmflow_settings)
-    execute_tool_task(runtime.client, runtime.registry, runtime.settings.job_ttl_s, tool, arguments, key, job_id, step)
+    execute_tool_task(runtime.client, runtime.registry, runtime.settings.job_ttl_s, tool, arguments, key, job_id,
+                      step, trace_context)  # fmt: skip

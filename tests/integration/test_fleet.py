@@ -83,17 +83,17 @@ class Fleet:
         self.processes: list[subprocess.Popen[bytes]] = []
         self.client = Client(redis_url=REDIS_URL)
 
-    def start_worker(self, queues: str) -> subprocess.Popen[bytes]:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "slmflow", "worker", "--queues", queues, "--loglevel", "WARNING"],
-            cwd=ROOT, env=self.env, start_new_session=True,
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )  # fmt: skip
+    def start_worker(self, queues: str, stdout: Path | None = None) -> subprocess.Popen[bytes]:
+        with (stdout or Path(os.devnull)).open("wb") as out:  # the child keeps its own copy of the fd
+            process = subprocess.Popen(
+                [sys.executable, "-m", "slmflow", "worker", "--queues", queues, "--loglevel", "WARNING"],
+                cwd=ROOT, env=self.env, start_new_session=True, stdout=out, stderr=subprocess.DEVNULL,
+            )  # fmt: skip
         self.processes.append(process)
         return process
 
-    def start_jobs_worker(self) -> subprocess.Popen[bytes]:
-        process = self.start_worker("slmflow.jobs")
+    def start_jobs_worker(self, stdout: Path | None = None) -> subprocess.Popen[bytes]:
+        process = self.start_worker("slmflow.jobs", stdout)
         deadline = time.monotonic() + 60
         while not any(g.name == "support_triage" for g in self.client.graphs()):
             assert time.monotonic() < deadline, "the jobs worker did not publish its graphs"
@@ -127,12 +127,15 @@ def redis_client() -> Iterator[redis.Redis]:
 
 
 @pytest.fixture
-def fleet(redis_client: redis.Redis, tmp_path: Path) -> Iterator[Fleet]:
+def fleet(redis_client: redis.Redis, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Fleet]:
     redis_client.flushdb()
     model = Model()
     with ScriptedServer({"slm": model}) as server:
         fleet = Fleet(server, model, tmp_path / "shop.db")
-        fleet.start_worker("slmflow.tools")
+        if request.node.get_closest_marker("traced"):
+            # Workers print their spans (the console exporter, flushed every 100 ms) to files.
+            fleet.env.update({"OTEL_TRACES_EXPORTER": "console", "OTEL_BSP_SCHEDULE_DELAY": "100"})
+        fleet.start_worker("slmflow.tools", tmp_path / "tools-worker.out")
         try:
             yield fleet
         finally:
@@ -314,3 +317,45 @@ def test_a_job_that_keeps_killing_workers_is_dead_lettered(fleet: Fleet, redis_c
     fleet.client._client.enqueue("deadbeef")
     with pytest.raises(Exception, match="dead-lettered"):
         fleet.client.get("deadbeef").result(timeout=20)
+
+
+def _printed_spans(path: Path) -> list[dict[str, Any]]:
+    """The spans a worker's console exporter printed (JSON objects among other output)."""
+    text, decoder, spans, index = path.read_text(), json.JSONDecoder(), [], 0
+    while (index := text.find('{\n    "name"', index)) != -1:
+        span, index = decoder.raw_decode(text, index)
+        spans.append(span)
+    return spans
+
+
+@pytest.mark.traced
+def test_a_job_is_one_trace_from_the_sdk_through_both_workers(fleet: Fleet, tmp_path: Path) -> None:
+    from opentelemetry import trace
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    exporter = InMemorySpanExporter()
+    if not isinstance(trace.get_tracer_provider(), TracerProvider):
+        trace.set_tracer_provider(TracerProvider())
+    provider = trace.get_tracer_provider()
+    assert isinstance(provider, TracerProvider)
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    fleet.start_jobs_worker(tmp_path / "jobs-worker.out")
+    job = fleet.client.submit("support_triage", T01)
+    record = job.result(timeout=60)
+    [submit] = [s for s in exporter.get_finished_spans() if s.name == "submit support_triage"]
+    trace_id = f"0x{submit.context.trace_id:032x}"
+    assert record.trace_id == trace_id[2:]
+    time.sleep(1.5)  # the workers' exporters flush every 100 ms
+    jobs_spans = _printed_spans(tmp_path / "jobs-worker.out")
+    tool_spans = _printed_spans(tmp_path / "tools-worker.out")
+    assert {s["context"]["trace_id"] for s in jobs_spans + tool_spans} == {trace_id}
+    [workflow] = [s for s in jobs_spans if s["name"] == "invoke_workflow support_triage"]
+    assert workflow["parent_id"] == f"0x{submit.context.span_id:016x}"
+    agents = {s["context"]["span_id"]: s["name"] for s in jobs_spans if s["name"].startswith("invoke_agent")}
+    assert sorted(agents.values()) == sorted(f"invoke_agent {n}" for n in
+                                             ("classify_intent", "extract_fields", "lookup_order", "resolve", "draft_reply"))  # fmt: skip
+    tools = {s["name"]: agents[s["parent_id"]] for s in tool_spans}
+    assert tools == {"execute_tool lookup_order": "invoke_agent lookup_order",
+                     "execute_tool check_refund_eligibility": "invoke_agent resolve"}  # fmt: skip

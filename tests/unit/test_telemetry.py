@@ -1,0 +1,89 @@
+"""One trace per job, in the GenAI conventions' shape, with no prompt text unless asked for."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from opentelemetry import trace
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from graphs.support_triage import graph
+from slmflow import JobStatus, run_job
+from slmflow.checkpoints import open_checkpointer
+from slmflow.testing import Reply, ScriptedServer
+from tests.conftest import triage_reply
+
+_exporter = InMemorySpanExporter()
+
+
+@pytest.fixture(scope="module")
+def spans() -> Iterator[InMemorySpanExporter]:
+    if not isinstance(trace.get_tracer_provider(), TracerProvider):
+        provider = TracerProvider()
+        provider.add_span_processor(SimpleSpanProcessor(_exporter))
+        trace.set_tracer_provider(provider)
+    yield _exporter
+
+
+def _inventing_extractor(body: dict[str, Any]) -> Reply:
+    name = (body.get("response_format") or {}).get("json_schema", {}).get("name")
+    if name == "extract_fields":
+        return Reply(text=json.dumps({"order_id": "ORD-99999", "amount": None, "email": None}))
+    return triage_reply(body)
+
+
+async def test_job_is_one_trace_of_workflow_agents_chats_and_tools(spans: InMemorySpanExporter, ticket) -> None:
+    spans.clear()
+    right = {"order_id": "ORD-10012", "amount": 59.99, "email": "maria.lopez@example.com"}
+    with ScriptedServer({"slm": _inventing_extractor, "llm": [Reply(text=json.dumps(right))]}) as server:
+        endpoints = server.endpoints("slm", "llm")
+        async with open_checkpointer("memory") as checkpointer:
+            result = await run_job(graph, ticket, endpoints=endpoints, checkpointer=checkpointer)
+        await endpoints.aclose()
+    assert result.status == JobStatus.SUCCEEDED
+    finished: list[ReadableSpan] = list(spans.get_finished_spans())
+    assert {format(s.context.trace_id, "032x") for s in finished} == {result.trace_id}
+    by_id = {s.context.span_id: s for s in finished}
+
+    def children(span: ReadableSpan) -> list[str]:
+        return [
+            s.name
+            for s in sorted(finished, key=lambda s: s.start_time)
+            if s.parent and s.parent.span_id == span.context.span_id
+        ]
+
+    [root] = [s for s in finished if s.parent is None]
+    assert root.name == "invoke_workflow support_triage"
+    assert root.attributes["slmflow.job_id"] == result.job_id
+    assert children(root) == [
+        f"invoke_agent {n}" for n in ("classify_intent", "extract_fields", "lookup_order", "resolve", "draft_reply")
+    ]
+    agents = {s.name.split()[1]: s for s in finished if s.name.startswith("invoke_agent")}
+    assert children(agents["extract_fields"]) == ["chat slm", "chat slm", "chat llm"]
+    assert children(agents["lookup_order"]) == ["chat slm", "execute_tool lookup_order"]
+    extract = agents["extract_fields"]
+    assert extract.attributes["slmflow.tier"] == "llm"
+    assert extract.attributes["slmflow.escalation_reason"] == ("check_failed",)
+    chats = [
+        by_id[s.context.span_id]
+        for s in finished
+        if s.name.startswith("chat") and s.parent.span_id == extract.context.span_id
+    ]
+    first, escalated = chats[0], chats[-1]
+    assert first.attributes["gen_ai.operation.name"] == "chat"
+    assert first.attributes["gen_ai.request.model"] == "slm"
+    assert (first.attributes["slmflow.tier"], first.attributes["slmflow.attempt"]) == ("slm", 1)
+    assert first.attributes["slmflow.verdict"] == "check_failed"
+    assert first.attributes["gen_ai.usage.input_tokens"] == 20
+    assert escalated.attributes["slmflow.tier"] == "llm" and escalated.attributes["slmflow.verdict"] == "ok"
+    [tool] = [s for s in finished if s.name == "execute_tool lookup_order"]
+    assert tool.attributes["gen_ai.tool.name"] == "lookup_order"
+    # Content is off by default: no prompt or completion text on any span.
+    for span in finished:
+        for value in (span.attributes or {}).values():
+            assert "maria.lopez@example.com" not in str(value) and "blanket" not in str(value)
