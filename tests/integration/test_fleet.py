@@ -354,8 +354,8 @@ def test_a_job_is_one_trace_from_the_sdk_through_both_workers(fleet: Fleet, tmp_
     [workflow] = [s for s in jobs_spans if s["name"] == "invoke_workflow support_triage"]
     assert workflow["parent_id"] == f"0x{submit.context.span_id:016x}"
     agents = {s["context"]["span_id"]: s["name"] for s in jobs_spans if s["name"].startswith("invoke_agent")}
-    assert sorted(agents.values()) == sorted(f"invoke_agent {n}" for n in
-                                             ("classify_intent", "extract_fields", "lookup_order", "resolve", "draft_reply"))  # fmt: skip
+    steps = ("classify_intent", "extract_fields", "lookup_order", "resolve", "draft_reply")
+    assert sorted(agents.values()) == sorted(f"invoke_agent {step}" for step in steps)
     tools = {s["name"]: agents[s["parent_id"]] for s in tool_spans}
     assert tools == {"execute_tool lookup_order": "invoke_agent lookup_order",
                      "execute_tool check_refund_eligibility": "invoke_agent resolve"}  # fmt: skip
