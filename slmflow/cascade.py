@@ -117,8 +117,10 @@ class _Cascade:
         verdict = Verdict.reject(EscalationReason.MODEL_UNAVAILABLE, "no attempt was made")
         for number in range(1, attempts + 1):
             with telemetry.chat_span(model or client.endpoint.default_model, tier, number) as span:
+                telemetry.content(span, "gen_ai.input.messages", messages)
                 verdict, completion = await self._ask(tier, client, model, messages, request)
                 _annotate(span, verdict, completion)
+                telemetry.content(span, "gen_ai.output.messages", _raw_output(completion))
             if completion is not None and verdict.ok and isinstance(self.skill.output, ToolCalls):
                 verdict = await self._execute(verdict)  # its spans sit beside the model call's
             self._record(tier, number, completion.model if completion else model or client.endpoint.default_model,

@@ -66,6 +66,10 @@ class Settings(BaseSettings):
     """Estimated cost of 1k input tokens on the LLM tier."""
     llm_price_per_1k_output: float = Field(default=0.01, ge=0)
     """Estimated cost of 1k output tokens on the LLM tier."""
+    capture_content: bool = False
+    """Put prompts, completions and tool arguments on spans (emails and card numbers redacted)."""
+    trace_url: str | None = None
+    """Link to a trace in your backend, with `{trace_id}`: e.g. http://localhost:16686/trace/{trace_id}."""
     cache_dir: Path = Field(default_factory=_default_cache_dir)
     """Where the local model, its server log and other caches live."""
     local_model: str = "smollm2-135m"

@@ -17,9 +17,11 @@ Prompt and completion text are never put on spans unless `SLMFLOW_CAPTURE_CONTEN
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import sys
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
@@ -29,10 +31,13 @@ from opentelemetry.propagate import extract, inject
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
 __all__ = [
+    "capture_content",
     "carrier",
     "chat_span",
+    "content",
     "current_trace_id",
     "job_span",
+    "redact",
     "setup_tracing",
     "skill_span",
     "submit_span",
@@ -42,12 +47,42 @@ __all__ = [
 _tracer = trace.get_tracer("slmflow")
 
 
-def setup_tracing(service_name: str) -> bool:
+_EMAIL = re.compile(r"[\w.+-]+@[\w-]+\.[\w.-]+")
+_CARD = re.compile(r"\b(?:\d[ -]?){12,18}\d\b")
+
+
+def redact(text: str) -> str:
+    """The default redaction hook: email addresses and card numbers never reach a span."""
+    return _CARD.sub("[card]", _EMAIL.sub("[email]", text))
+
+
+Redactor = Callable[[str], str]
+_capture: Redactor | None = None
+
+
+def capture_content(enabled: bool, redactor: Redactor = redact) -> None:
+    """Put prompts, completions and tool arguments on spans (through `redactor`), or not (default)."""
+    global _capture
+    _capture = redactor if enabled else None
+
+
+def content(span: Span, name: str, value: Any) -> None:
+    """Set a content attribute, redacted, only when content capture is on."""
+    if _capture is not None:
+        text = value if isinstance(value, str) else json.dumps(value, default=str)
+        span.set_attribute(name, _capture(text))
+
+
+def setup_tracing(service_name: str, *, capture: bool | None = None) -> bool:
     """Install a tracer provider from the standard `OTEL_*` variables; False when tracing is off.
 
     `OTEL_TRACES_EXPORTER`: `otlp` (protocol from `OTEL_EXPORTER_OTLP_PROTOCOL`: `http/protobuf`,
     the default, or `grpc`), `console`, or `none`. Unset, tracing is on only if an OTLP endpoint is.
+    Content capture follows `capture` or, when None, `SLMFLOW_CAPTURE_CONTENT`.
     """
+    if capture is None:
+        capture = os.environ.get("SLMFLOW_CAPTURE_CONTENT", "").lower() in ("1", "true", "yes")
+    capture_content(capture)
     exporter_name = os.environ.get("OTEL_TRACES_EXPORTER") or (
         "otlp" if os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") else "none"
     )

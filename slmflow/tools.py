@@ -198,7 +198,8 @@ class InProcessExecutor:
         """Run `spec` with `arguments`; tool exceptions become `ToolFailed`."""
         if spec.run is None:
             return None
-        with telemetry.tool_span(spec.name, context.key, context.trace_parent):
+        with telemetry.tool_span(spec.name, context.key, context.trace_parent) as span:
+            telemetry.content(span, "gen_ai.tool.call.arguments", arguments)
             return await self._run(spec, arguments, context)
 
     async def _run(self, spec: ToolSpec, arguments: dict[str, Any], context: ToolContext) -> Any:

@@ -87,3 +87,30 @@ async def test_job_is_one_trace_of_workflow_agents_chats_and_tools(spans: InMemo
     for span in finished:
         for value in (span.attributes or {}).values():
             assert "maria.lopez@example.com" not in str(value) and "blanket" not in str(value)
+
+
+async def test_captured_content_is_redacted(spans: InMemorySpanExporter) -> None:
+    from slmflow import telemetry
+
+    spans.clear()
+    ticket = {
+        "ticket_id": "T7",
+        "subject": "Refund",
+        "body": ("Refund ORD-10012 please, I paid with card 4242 4242 4242 4242. Reach me at maria.lopez@example.com"),
+    }
+    telemetry.capture_content(True)
+    try:
+        with ScriptedServer({"slm": triage_reply}) as server:
+            endpoints = server.endpoints("slm")
+            async with open_checkpointer("memory") as checkpointer:
+                await run_job(graph, ticket, endpoints=endpoints, checkpointer=checkpointer)
+            await endpoints.aclose()
+    finally:
+        telemetry.capture_content(False)
+    finished = spans.get_finished_spans()
+    captured = [str(v) for s in finished for k, v in (s.attributes or {}).items() if k.startswith("gen_ai.input")]
+    assert captured and any("Refund ORD-10012 please" in text for text in captured)  # content is there...
+    everything = " ".join(str(v) for s in finished for v in (s.attributes or {}).values())
+    assert "[email]" in everything and "[card]" in everything
+    assert "maria.lopez@example.com" not in everything  # ...but never the email or the card number
+    assert "4242 4242 4242 4242" not in everything and "4242424242424242" not in everything
