@@ -157,5 +157,7 @@ async def _run_step(skill: Skill, step: str, values: Mapping[str, Any], context:
     await context.publish(Event(kind="step_finished", step=step, skill=skill.name, data={
         "status": result.status, "tier": result.tier, "attempts": len(result.attempts),
         "confidence": result.confidence if result.ok else (last.confidence if last else None),
+        "input_tokens": sum(a.input_tokens for a in result.attempts),
+        "output_tokens": sum(a.output_tokens for a in result.attempts),
     }))  # fmt: skip
     return {**result.model_dump(mode="json"), "step": step}

@@ -10,7 +10,7 @@ import sys
 import typer
 from rich.text import Text
 
-from slmflow.cli import fleet, graphs, jobs, models, run
+from slmflow.cli import fleet, graphs, jobs, models, run, trace
 from slmflow.cli.output import err_console
 from slmflow.errors import JobNotFound, SlmflowError, UsageError
 
@@ -34,6 +34,7 @@ app.command("events")(jobs.events)
 app.command("cancel")(jobs.cancel)
 app.command("list")(jobs.list_jobs)
 app.command("review")(jobs.review)
+app.command("trace")(trace.trace)
 
 
 def main() -> None:

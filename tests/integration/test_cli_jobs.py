@@ -175,3 +175,17 @@ def test_input_failing_the_published_schema_is_a_user_error(fleet: None, tmp_pat
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({"ticket_id": "T1"}))
     assert_user_error(slmflow("submit", "support_triage", "--input", str(bad)), "is invalid")
+
+
+def test_trace_shows_the_step_tree_and_the_backend_link(finished_job: dict[str, object]) -> None:
+    job_id = str(finished_job["id"])
+    done = slmflow("trace", job_id, "--json")
+    assert done.returncode == 0, done.stderr
+    shown = json.loads(done.stdout)
+    assert [s["step"] for s in shown["steps"]] == [
+        "classify_intent", "extract_fields", "lookup_order", "resolve", "draft_reply"]  # fmt: skip
+    lookup = shown["steps"][2]
+    assert lookup["tier"] == "slm" and lookup["calls"] == 1 and lookup["input_tokens"] > 0
+    assert lookup["tools"][0].startswith("lookup_order (ok")
+    tree = slmflow("trace", job_id)
+    assert tree.returncode == 0 and "draft_reply" in tree.stdout and "tool lookup_order" in tree.stdout
