@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -63,7 +64,10 @@ async def run_skill(
     data = values.model_dump() if isinstance(values, BaseModel) else dict(values)
     run = SkillRun(endpoints, tools, executor or InProcessExecutor(), job_id, step or skill.name)
     with telemetry.skill_span(skill.name, run.step or skill.name, job_id) as span:
+        started = time.perf_counter()
         result = await _Cascade(skill, data, run).run()
+        telemetry.record_skill(skill.name, result.status, [str(e.reason) for e in result.escalations],
+                               time.perf_counter() - started, result.usage.cost, result.usage.all_llm_cost)  # fmt: skip
         span.set_attribute("slmflow.status", result.status)
         span.set_attribute("slmflow.tier", str(result.tier or "review"))
         if result.confidence is not None:
@@ -119,8 +123,7 @@ class _Cascade:
             with telemetry.chat_span(model or client.endpoint.default_model, tier, number) as span:
                 telemetry.content(span, "gen_ai.input.messages", messages)
                 verdict, completion = await self._ask(tier, client, model, messages, request)
-                _annotate(span, verdict, completion)
-                telemetry.content(span, "gen_ai.output.messages", _raw_output(completion))
+                _observe(span, self.skill.name, tier, verdict, completion)
             if completion is not None and verdict.ok and isinstance(self.skill.output, ToolCalls):
                 verdict = await self._execute(verdict)  # its spans sit beside the model call's
             self._record(tier, number, completion.model if completion else model or client.endpoint.default_model,
@@ -231,12 +234,16 @@ def _json_safe(value: Any) -> Any:
         return str(value)
 
 
-def _annotate(span: Any, verdict: Verdict, completion: Completion | None) -> None:
-    """GenAI attributes of one model call, and its verdict."""
-    span.set_attribute("slmflow.verdict", "ok" if verdict.ok else str(verdict.reason))
+def _observe(span: Any, skill: str, tier: Tier, verdict: Verdict, completion: Completion | None) -> None:
+    """GenAI attributes and metrics of one model call, and its verdict."""
+    outcome = "ok" if verdict.ok else str(verdict.reason)
+    span.set_attribute("slmflow.verdict", outcome)
     if verdict.confidence is not None:
         span.set_attribute("slmflow.confidence", verdict.confidence)
     if completion is not None:
+        telemetry.content(span, "gen_ai.output.messages", _raw_output(completion))
+        telemetry.record_call(skill, tier, completion.model, outcome, completion.input_tokens,
+                              completion.output_tokens, completion.latency_s)  # fmt: skip
         span.set_attribute("gen_ai.response.model", completion.model)
         span.set_attribute("gen_ai.usage.input_tokens", completion.input_tokens)
         span.set_attribute("gen_ai.usage.output_tokens", completion.output_tokens)

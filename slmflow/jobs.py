@@ -164,6 +164,7 @@ async def _invoke(
         return result
     result = _result(spec, job_id, await graph.aget_state(config), time.perf_counter() - started)
     await context.publish(Event(kind="job_finished", data={"status": result.status}))
+    telemetry.record_job(spec.name, result.status, time.perf_counter() - started)
     return result
 
 

@@ -26,12 +26,17 @@ from contextlib import contextmanager
 from typing import Any
 
 from opentelemetry import context as otel_context
-from opentelemetry import trace
+from opentelemetry import metrics, trace
 from opentelemetry.propagate import extract, inject
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
 __all__ = [
     "capture_content",
+    "record_call",
+    "record_job",
+    "record_skill",
+    "record_tool",
+    "setup_metrics",
     "carrier",
     "chat_span",
     "content",
@@ -45,6 +50,16 @@ __all__ = [
 ]
 
 _tracer = trace.get_tracer("slmflow")
+_meter = metrics.get_meter("slmflow")
+_calls = _meter.create_counter("slmflow.model.calls", description="Model calls, by tier, skill and verdict")
+_tokens = _meter.create_histogram("gen_ai.client.token.usage", unit="{token}", description="Tokens per model call")
+_call_duration = _meter.create_histogram("gen_ai.client.operation.duration", unit="s", description="Model call time")
+_escalations = _meter.create_counter("slmflow.escalations", description="Escalations, by skill and reason")
+_step_duration = _meter.create_histogram("slmflow.step.duration", unit="s", description="Skill run time")
+_job_duration = _meter.create_histogram("slmflow.job.duration", unit="s", description="Job run time, by status")
+_tool_duration = _meter.create_histogram("slmflow.tool.duration", unit="s", description="Tool call time")
+_tool_errors = _meter.create_counter("slmflow.tool.errors", description="Tool calls that failed")
+_cost = _meter.create_counter("slmflow.cost", description="Estimated cost of what ran, and of an all-LLM run")
 
 
 _EMAIL = re.compile(r"[\w.+-]+@[\w-]+\.[\w.-]+")
@@ -175,3 +190,64 @@ def tool_span(tool: str, key: str, parent: Mapping[str, str] | None = None) -> A
     """One tool call (on the tools worker in a fleet, joined to the job's trace by `parent`)."""
     return _span(f"execute_tool {tool}", {"gen_ai.operation.name": "execute_tool", "gen_ai.tool.name": tool,
                                            "slmflow.tool_key": key}, parent)  # fmt: skip
+
+
+def record_call(skill: str, tier: str, model: str, verdict: str, input_tokens: int, output_tokens: int,
+                seconds: float) -> None:  # fmt: skip
+    """Metrics of one model call."""
+    common = {"slmflow.skill": skill, "slmflow.tier": tier, "gen_ai.request.model": model}
+    _calls.add(1, {**common, "slmflow.verdict": verdict})
+    _tokens.record(input_tokens, {**common, "gen_ai.token.type": "input"})
+    _tokens.record(output_tokens, {**common, "gen_ai.token.type": "output"})
+    _call_duration.record(seconds, {**common, "gen_ai.operation.name": "chat"})
+
+
+def record_skill(skill: str, status: str, reasons: list[str], seconds: float, cost: float, all_llm: float) -> None:
+    """Metrics of one skill run: its time, escalations and cost against an all-LLM run."""
+    _step_duration.record(seconds, {"slmflow.skill": skill, "slmflow.status": status})
+    for reason in reasons:
+        _escalations.add(1, {"slmflow.skill": skill, "slmflow.escalation_reason": reason})
+    _cost.add(cost, {"slmflow.skill": skill, "slmflow.cost_kind": "actual"})
+    _cost.add(all_llm, {"slmflow.skill": skill, "slmflow.cost_kind": "all_llm"})
+
+
+def record_job(graph: str, status: str, seconds: float) -> None:
+    """Metrics of one job run."""
+    _job_duration.record(seconds, {"slmflow.graph": graph, "slmflow.status": status})
+
+
+def record_tool(tool: str, seconds: float, error: str | None) -> None:
+    """Metrics of one tool call."""
+    _tool_duration.record(seconds, {"gen_ai.tool.name": tool})
+    if error:
+        _tool_errors.add(1, {"gen_ai.tool.name": tool, "error.type": error})
+
+
+def setup_metrics(service_name: str) -> bool:
+    """Install a meter provider from `OTEL_METRICS_EXPORTER` (`otlp`, `console`, `none`); False when off."""
+    exporter_name = os.environ.get("OTEL_METRICS_EXPORTER") or (
+        "otlp" if os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") else "none"
+    )
+    from opentelemetry.sdk.metrics import MeterProvider
+
+    if exporter_name == "none" or isinstance(metrics.get_meter_provider(), MeterProvider):
+        return exporter_name != "none"
+    from opentelemetry.sdk.metrics.export import ConsoleMetricExporter, MetricExporter, PeriodicExportingMetricReader
+    from opentelemetry.sdk.resources import Resource
+
+    exporter: MetricExporter
+    if exporter_name == "console":
+        exporter = ConsoleMetricExporter(out=sys.__stdout__ or sys.stdout)
+    elif os.environ.get("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf") == "grpc":
+        from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter as GrpcExporter
+
+        exporter = GrpcExporter()
+    else:
+        from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter as HttpExporter
+
+        exporter = HttpExporter()
+    resource = Resource.create({"service.name": os.environ.get("OTEL_SERVICE_NAME", service_name)})
+    metrics.set_meter_provider(
+        MeterProvider(resource=resource, metric_readers=[PeriodicExportingMetricReader(exporter)])
+    )
+    return True

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -22,6 +23,7 @@ from slmflow import telemetry
 from slmflow.errors import (
     InvalidToolArguments,
     SlmflowError,
+    ToolError,
     ToolFailed,
     ToolTimeout,
     UnknownTool,
@@ -200,7 +202,14 @@ class InProcessExecutor:
             return None
         with telemetry.tool_span(spec.name, context.key, context.trace_parent) as span:
             telemetry.content(span, "gen_ai.tool.call.arguments", arguments)
-            return await self._run(spec, arguments, context)
+            started, error = time.perf_counter(), None
+            try:
+                return await self._run(spec, arguments, context)
+            except ToolError as exc:
+                error = type(exc).__name__
+                raise
+            finally:
+                telemetry.record_tool(spec.name, time.perf_counter() - started, error)
 
     async def _run(self, spec: ToolSpec, arguments: dict[str, Any], context: ToolContext) -> Any:
         assert spec.run is not None

@@ -13,7 +13,7 @@ from slmflow.embedded import load_graph, read_input, run_graph
 from slmflow.events import Event
 from slmflow.jobs import JobResult, JobStatus
 from slmflow.settings import load_settings
-from slmflow.telemetry import setup_tracing
+from slmflow.telemetry import setup_metrics, setup_tracing
 
 __all__ = ["run"]
 
@@ -27,6 +27,7 @@ def run(
     """Run one job in-process (starts the local model server when SLMFLOW_SLM_BASE_URL is unset)."""
     settings = load_settings(**({"project": project} if project else {}))
     setup_tracing("slmflow")
+    setup_metrics("slmflow")
     load_graph(graph, settings)  # an unknown graph is reported before a bad input file
     data = read_input(input)
     with err_console.status(f"running {graph}", spinner="dots") as status:

@@ -43,7 +43,7 @@ from slmflow.jobs import NO_RESUME, JobResult, JobStatus, run_job
 from slmflow.models import Endpoints
 from slmflow.project import find_project
 from slmflow.settings import Settings
-from slmflow.telemetry import setup_tracing
+from slmflow.telemetry import setup_metrics, setup_tracing
 
 __all__ = ["JobsRuntime", "catalog_entry"]
 
@@ -91,6 +91,7 @@ class JobsRuntime:
 
     async def _start(self) -> None:
         setup_tracing("slmflow-jobs-worker")
+        setup_metrics("slmflow-jobs-worker")
         settings = self.settings
         self.graphs = find_project(settings.project).load_all()
         self.store = JobStore(settings.redis_url, settings.job_ttl_s)

@@ -12,7 +12,7 @@ from slmflow.fleet.executor import execute_tool_task
 from slmflow.jobs import NO_RESUME
 from slmflow.project import find_project
 from slmflow.settings import Settings
-from slmflow.telemetry import setup_tracing
+from slmflow.telemetry import setup_metrics, setup_tracing
 from slmflow.tools import ToolRegistry
 
 __all__ = ["run_job", "run_tool"]
@@ -36,6 +36,7 @@ class _ToolsRuntime:
 
     def __init__(self, settings: Settings) -> None:
         setup_tracing("slmflow-tools-worker")  # here, after the fork: exporters own threads
+        setup_metrics("slmflow-tools-worker")
         self.settings = settings
         self.client = redis.Redis.from_url(settings.redis_url, decode_responses=True)
         graphs = find_project(settings.project).load_all()

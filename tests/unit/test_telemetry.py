@@ -114,3 +114,38 @@ async def test_captured_content_is_redacted(spans: InMemorySpanExporter) -> None
     assert "[email]" in everything and "[card]" in everything
     assert "maria.lopez@example.com" not in everything  # ...but never the email or the card number
     assert "4242 4242 4242 4242" not in everything and "4242424242424242" not in everything
+
+
+async def test_metrics_count_calls_tokens_escalations_and_cost(ticket) -> None:
+    from opentelemetry import metrics
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+    reader = InMemoryMetricReader()
+    if not isinstance(metrics.get_meter_provider(), MeterProvider):
+        metrics.set_meter_provider(MeterProvider(metric_readers=[reader]))
+    right = {"order_id": "ORD-10012", "amount": 59.99, "email": "maria.lopez@example.com"}
+    with ScriptedServer({"slm": _inventing_extractor, "llm": [Reply(text=json.dumps(right))]}) as server:
+        endpoints = server.endpoints("slm", "llm")
+        async with open_checkpointer("memory") as checkpointer:
+            await run_job(graph, ticket, endpoints=endpoints, checkpointer=checkpointer)
+        await endpoints.aclose()
+    data = reader.get_metrics_data()
+    assert data is not None
+    points: dict[str, list[Any]] = {}
+    for resource in data.resource_metrics:
+        for scope in resource.scope_metrics:
+            for metric in scope.metrics:
+                points.setdefault(metric.name, []).extend(metric.data.data_points)
+    calls = {(p.attributes["slmflow.skill"], p.attributes["slmflow.tier"], p.attributes["slmflow.verdict"]): p.value
+             for p in points["slmflow.model.calls"]}  # fmt: skip
+    assert calls[("extract_fields", "slm", "check_failed")] == 2
+    assert calls[("extract_fields", "llm", "ok")] == 1
+    [escalation] = [p for p in points["slmflow.escalations"] if p.attributes["slmflow.skill"] == "extract_fields"]
+    assert escalation.attributes["slmflow.escalation_reason"] == "check_failed" and escalation.value == 1
+    costs = {p.attributes["slmflow.cost_kind"]: p.value for p in points["slmflow.cost"]
+             if p.attributes["slmflow.skill"] == "extract_fields"}  # fmt: skip
+    assert costs["actual"] > 0 and costs["all_llm"] > 0
+    assert {p.attributes["gen_ai.token.type"] for p in points["gen_ai.client.token.usage"]} == {"input", "output"}
+    assert any(p.attributes["gen_ai.tool.name"] == "lookup_order" for p in points["slmflow.tool.duration"])
+    assert [p.attributes["slmflow.status"] for p in points["slmflow.job.duration"]] == ["succeeded"]
