@@ -37,75 +37,13 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from slmflow.errors import EndpointUnreachable, JobNotFound
 from slmflow.events import Event
+from slmflow.fleet import lua
 from slmflow.fleet.records import TERMINAL, JobRecord
 from slmflow.jobs import JobStatus
 
 __all__ = ["CancelSignal", "JobStore", "LeaseLost", "new_job_id"]
 
 P = "slmflow:"
-
-# A record is a hash: `status` (plain, so scripts can compare-and-set it) and `data` (the JSON).
-# Atomically: the first submit under a key creates the record; later ones get the first job id.
-_CREATE = """
-local existing = redis.call('GET', KEYS[1])
-if existing then return existing end
-redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[3])
-redis.call('HSET', KEYS[2], 'status', 'queued', 'data', ARGV[2])
-redis.call('EXPIRE', KEYS[2], ARGV[3])
-redis.call('ZADD', KEYS[3], ARGV[4], ARGV[1])
-return ARGV[1]
-"""
-# Write only while holding the lease, and never over a cancellation: KEYS[1]=lease, KEYS[2]=job.
-_FENCED_PUT = """
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
-if redis.call('HGET', KEYS[2], 'status') == 'cancelled' then return -1 end
-redis.call('HSET', KEYS[2], 'status', ARGV[2], 'data', ARGV[3])
-return 1
-"""
-_FENCED_XADD = """
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
-redis.call('XADD', KEYS[2], '*', 'event', ARGV[2])
-redis.call('EXPIRE', KEYS[2], ARGV[3])
-return 1
-"""
-_RENEW = """
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
-redis.call('PEXPIRE', KEYS[1], ARGV[2])
-redis.call('ZADD', KEYS[2], ARGV[3], ARGV[4])
-return 1
-"""
-_ACQUIRE = """
-if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
-local token = redis.call('INCR', KEYS[2])
-redis.call('SET', KEYS[1], token, 'PX', ARGV[1])
-redis.call('ZADD', KEYS[3], ARGV[2], ARGV[3])
-return token
-"""
-_RELEASE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
-redis.call('ZREM', KEYS[2], ARGV[2])
-return 1
-"""
-# Cancel a queued job at once; a running one gets a flag its worker acts on.
-_CANCEL = """
-local status = redis.call('HGET', KEYS[1], 'status')
-if not status then return -1 end
-if status == 'queued' then
-  redis.call('HSET', KEYS[1], 'status', 'cancelled', 'cancelled_at', ARGV[1])
-  return 1
-end
-if status == 'running' then
-  redis.call('SET', KEYS[2], '1', 'EX', ARGV[2])
-  return 2
-end
-return 0
-"""
-# Queue a paused job again with a human answer, only if it is still waiting for one.
-_REQUEUE = """
-if redis.call('HGET', KEYS[1], 'status') ~= ARGV[1] then return 0 end
-redis.call('HSET', KEYS[1], 'status', 'queued', 'data', ARGV[2])
-return 1
-"""
 
 
 class LeaseLost(Exception):  # noqa: N818 - a signal, not an error: the worker stops quietly
@@ -135,14 +73,14 @@ class JobStore:
     def __init__(self, url: str, ttl_s: int = 7 * 24 * 3600) -> None:
         self.redis: aioredis.Redis = aioredis.Redis.from_url(url, decode_responses=True, max_connections=1000)
         self.url, self.ttl = url, ttl_s
-        self._create = self.redis.register_script(_CREATE)
-        self._fenced_put = self.redis.register_script(_FENCED_PUT)
-        self._requeue = self.redis.register_script(_REQUEUE)
-        self._fenced_xadd = self.redis.register_script(_FENCED_XADD)
-        self._renew = self.redis.register_script(_RENEW)
-        self._acquire = self.redis.register_script(_ACQUIRE)
-        self._release = self.redis.register_script(_RELEASE)
-        self._cancel = self.redis.register_script(_CANCEL)
+        self._create = self.redis.register_script(lua.CREATE)
+        self._fenced_put = self.redis.register_script(lua.FENCED_PUT)
+        self._requeue = self.redis.register_script(lua.REQUEUE)
+        self._fenced_xadd = self.redis.register_script(lua.FENCED_XADD)
+        self._renew = self.redis.register_script(lua.RENEW)
+        self._acquire = self.redis.register_script(lua.ACQUIRE)
+        self._release = self.redis.register_script(lua.RELEASE)
+        self._cancel = self.redis.register_script(lua.CANCEL)
 
     async def aclose(self) -> None:
         """Close the connection pool."""

@@ -23,11 +23,14 @@ _exporter = InMemorySpanExporter()
 
 @pytest.fixture(scope="module")
 def spans() -> Iterator[InMemorySpanExporter]:
+    # The provider is global and set once per process (maybe by an earlier test): add our exporter to it.
     if not isinstance(trace.get_tracer_provider(), TracerProvider):
-        provider = TracerProvider()
-        provider.add_span_processor(SimpleSpanProcessor(_exporter))
-        trace.set_tracer_provider(provider)
+        trace.set_tracer_provider(TracerProvider())
+    provider = trace.get_tracer_provider()
+    assert isinstance(provider, TracerProvider)
+    provider.add_span_processor(SimpleSpanProcessor(_exporter))
     yield _exporter
+    _exporter.clear()
 
 
 def _inventing_extractor(body: dict[str, Any]) -> Reply:
