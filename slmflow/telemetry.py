@@ -17,6 +17,7 @@ Prompt and completion text are never put on spans unless `SLMFLOW_CAPTURE_CONTEN
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import re
@@ -98,38 +99,20 @@ def setup_tracing(service_name: str, *, capture: bool | None = None) -> bool:
     if capture is None:
         capture = os.environ.get("SLMFLOW_CAPTURE_CONTENT", "").lower() in ("1", "true", "yes")
     capture_content(capture)
-    exporter_name = os.environ.get("OTEL_TRACES_EXPORTER") or (
-        "otlp" if os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") else "none"
-    )
-    if exporter_name == "none" or isinstance(trace.get_tracer_provider(), _sdk_provider_type()):
-        return exporter_name != "none"
     from opentelemetry.sdk.resources import Resource
     from opentelemetry.sdk.trace import TracerProvider
-    from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
-    exporter: SpanExporter
-    if exporter_name == "console":
-        # The real stdout: a Celery worker has replaced sys.stdout with a logging proxy by now.
-        exporter = ConsoleSpanExporter(out=sys.__stdout__ or sys.stdout)
-    elif os.environ.get("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf") == "grpc":
-        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GrpcExporter
-
-        exporter = GrpcExporter()
-    else:
-        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as HttpExporter
-
-        exporter = HttpExporter()
-    name = os.environ.get("OTEL_SERVICE_NAME", service_name)
-    provider = TracerProvider(resource=Resource.create({"service.name": name}))
+    if isinstance(trace.get_tracer_provider(), TracerProvider):
+        return True  # already set up in this process (or by the host application)
+    exporter = _exporter("traces")
+    if exporter is None:
+        return False
+    resource = Resource.create({"service.name": os.environ.get("OTEL_SERVICE_NAME", service_name)})
+    provider = TracerProvider(resource=resource)
     provider.add_span_processor(BatchSpanProcessor(exporter))
     trace.set_tracer_provider(provider)
     return True
-
-
-def _sdk_provider_type() -> type:
-    from opentelemetry.sdk.trace import TracerProvider
-
-    return TracerProvider
 
 
 def carrier() -> dict[str, str]:
@@ -225,29 +208,51 @@ def record_tool(tool: str, seconds: float, error: str | None) -> None:
 
 def setup_metrics(service_name: str) -> bool:
     """Install a meter provider from `OTEL_METRICS_EXPORTER` (`otlp`, `console`, `none`); False when off."""
-    exporter_name = os.environ.get("OTEL_METRICS_EXPORTER") or (
-        "otlp" if os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") else "none"
-    )
     from opentelemetry.sdk.metrics import MeterProvider
-
-    if exporter_name == "none" or isinstance(metrics.get_meter_provider(), MeterProvider):
-        return exporter_name != "none"
-    from opentelemetry.sdk.metrics.export import ConsoleMetricExporter, MetricExporter, PeriodicExportingMetricReader
+    from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
     from opentelemetry.sdk.resources import Resource
 
-    exporter: MetricExporter
-    if exporter_name == "console":
-        exporter = ConsoleMetricExporter(out=sys.__stdout__ or sys.stdout)
-    elif os.environ.get("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf") == "grpc":
-        from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter as GrpcExporter
-
-        exporter = GrpcExporter()
-    else:
-        from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter as HttpExporter
-
-        exporter = HttpExporter()
+    if isinstance(metrics.get_meter_provider(), MeterProvider):
+        return True
+    exporter = _exporter("metrics")
+    if exporter is None:
+        return False
     resource = Resource.create({"service.name": os.environ.get("OTEL_SERVICE_NAME", service_name)})
     metrics.set_meter_provider(
         MeterProvider(resource=resource, metric_readers=[PeriodicExportingMetricReader(exporter)])
     )
     return True
+
+
+_EXPORTERS = {  # signal: (console, OTLP gRPC, OTLP HTTP)
+    "traces": (
+        "opentelemetry.sdk.trace.export:ConsoleSpanExporter",
+        "opentelemetry.exporter.otlp.proto.grpc.trace_exporter:OTLPSpanExporter",
+        "opentelemetry.exporter.otlp.proto.http.trace_exporter:OTLPSpanExporter",
+    ),
+    "metrics": (
+        "opentelemetry.sdk.metrics.export:ConsoleMetricExporter",
+        "opentelemetry.exporter.otlp.proto.grpc.metric_exporter:OTLPMetricExporter",
+        "opentelemetry.exporter.otlp.proto.http.metric_exporter:OTLPMetricExporter",
+    ),
+}
+
+
+def _exporter(signal: str) -> Any | None:
+    """The exporter `OTEL_{SIGNAL}_EXPORTER` names (unset: OTLP if an endpoint is set), or None."""
+    name = os.environ.get(f"OTEL_{signal.upper()}_EXPORTER") or (
+        "otlp" if os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") else "none"
+    )
+    if name == "none":
+        return None
+    console, grpc, http = _EXPORTERS[signal]
+    if name == "console":
+        # The real stdout: a Celery worker has replaced sys.stdout with a logging proxy by now.
+        return _load(console)(out=sys.__stdout__ or sys.stdout)
+    grpc_wanted = os.environ.get("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf") == "grpc"
+    return _load(grpc if grpc_wanted else http)()
+
+
+def _load(target: str) -> Any:
+    module, _, name = target.partition(":")
+    return getattr(importlib.import_module(module), name)
