@@ -27,7 +27,7 @@ from slmflow.errors import (
     UsageError,
 )
 from slmflow.events import Event
-from slmflow.fleet.app import JOBS_QUEUE, RUN_JOB, create_app
+from slmflow.fleet.app import create_app, enqueue_job
 from slmflow.fleet.records import JobRecord
 from slmflow.fleet.store import JobStore, new_job_id
 from slmflow.jobs import JobStatus
@@ -173,7 +173,7 @@ class AsyncClient:
 
     def enqueue(self, job_id: str, **options: Any) -> None:
         """Publish `run_job` for a recorded job."""
-        self._app.send_task(RUN_JOB, args=[job_id], kwargs=options, queue=JOBS_QUEUE)
+        enqueue_job(self._app, job_id, **options)
 
     async def _graph(self, name: str) -> GraphInfo:
         await self.store.ping()

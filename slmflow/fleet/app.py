@@ -16,7 +16,7 @@ from celery.signals import worker_ready
 
 from slmflow.settings import Settings, load_settings
 
-__all__ = ["JOBS_QUEUE", "RUN_JOB", "RUN_TOOL", "TOOLS_QUEUE", "create_app"]
+__all__ = ["JOBS_QUEUE", "RUN_JOB", "RUN_TOOL", "TOOLS_QUEUE", "create_app", "enqueue_job", "tool_queue"]
 
 JOBS_QUEUE = "slmflow.jobs"
 TOOLS_QUEUE = "slmflow.tools"
@@ -93,6 +93,6 @@ def tool_queue(settings: Settings, tool: str) -> str:
     return settings.tool_queues.get(tool, TOOLS_QUEUE)
 
 
-def job_task_options(settings: Settings) -> dict[str, Any]:
-    """Options for publishing a job."""
-    return {"queue": JOBS_QUEUE}
+def enqueue_job(app: Celery, job_id: str, **options: Any) -> None:
+    """Publish `run_job` for a recorded job: the one way a job reaches the jobs queue."""
+    app.send_task(RUN_JOB, args=[job_id], kwargs=options, queue=JOBS_QUEUE)

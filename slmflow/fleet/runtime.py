@@ -34,7 +34,7 @@ from langgraph.checkpoint.base import (
 from slmflow.checkpoints import open_checkpointer
 from slmflow.errors import JobFailed, SlmflowError
 from slmflow.events import Event
-from slmflow.fleet.app import RUN_JOB, job_task_options
+from slmflow.fleet.app import enqueue_job
 from slmflow.fleet.executor import CeleryToolExecutor
 from slmflow.fleet.records import TERMINAL, JobRecord
 from slmflow.fleet.store import CancelSignal, JobStore, LeaseLost
@@ -223,7 +223,7 @@ class JobsRuntime:
                 for job_id in await self.store.lapsed_leases():
                     if await self.store.claim_takeover(job_id):
                         log.warning("job %s: its worker stopped renewing the lease; re-enqueuing", job_id)
-                        self.app.send_task(RUN_JOB, args=[job_id], **job_task_options(self.settings))
+                        enqueue_job(self.app, job_id)
 
     async def _publish_catalog(self) -> None:
         entries = [catalog_entry(s) for s in self.graphs.values()]
