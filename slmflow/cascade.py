@@ -20,15 +20,19 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
+import random
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
 
 from slmflow import telemetry
 from slmflow.errors import ModelError, ModelTimeout, ToolError
+from slmflow.learning.hooks import answer_key, input_hash
+from slmflow.learning.store import RunRecord, ShadowCall
 from slmflow.models import Completion, Endpoints, ModelClient, Tier
 from slmflow.prompts import feedback_message, render_messages
 from slmflow.results import Attempt, Escalation, EscalationReason, SkillResult
@@ -36,6 +40,11 @@ from slmflow.skills import Skill, ToolCalls
 from slmflow.tools import InProcessExecutor, ToolCall, ToolContext, ToolExecutor, ToolRegistry
 from slmflow.verdicts import Verdict, constraint, judge
 
+if TYPE_CHECKING:
+    from slmflow.learning.hooks import Learning
+    from slmflow.learning.store import Route
+
+log = logging.getLogger("slmflow.cascade")
 __all__ = ["SkillRun", "run_skill"]
 
 
@@ -84,15 +93,34 @@ class _Cascade:
         self.skill, self.values, self.run_ = skill, values, run
         self.base_messages = render_messages(skill, values, run.tools)
         self.result = SkillResult(skill=skill.name, status="needs_review")
+        self.slm_model = skill.model
+        self.first_slm: Verdict | None = None
+        """The SLM's first judged answer (before any tool ran): what a shadow candidate is compared with."""
 
     def tiers(self) -> list[tuple[Tier, ModelClient, str | None, int]]:
-        tiers = [(Tier.SLM, self.run_.endpoints.slm, self.skill.model, self.skill.slm_attempts)]
+        tiers = [(Tier.SLM, self.run_.endpoints.slm, self.slm_model, self.skill.slm_attempts)]
         llm = self.run_.endpoints.llm
         if self.skill.escalate and llm is not None and self.skill.llm_attempts > 0:
             tiers.append((Tier.LLM, llm, None, self.skill.llm_attempts))
         return tiers
 
     async def run(self) -> SkillResult:
+        learning = self.run_.endpoints.learning
+        if learning is None:
+            return await self._climb()
+        route = await learning.route(self.skill.name)
+        self.slm_model = route.current or self.skill.model
+        shadow = None
+        if route.candidate and route.candidate != route.current and random.random() < route.shadow_rate:
+            shadow = asyncio.create_task(self._shadow(route.candidate))
+        result = await self._climb()
+        if shadow is not None:
+            await self._compare(learning, route, await shadow)
+        if learning.record:
+            await self._keep(learning)
+        return result
+
+    async def _climb(self) -> SkillResult:
         self.result.usage.all_llm_cost = 0.0
         tiers = self.tiers()
         for position, (tier, client, model, attempts) in enumerate(tiers):
@@ -154,7 +182,97 @@ class _Cascade:
             tools=self.run_.tools,
             gate_confidence=tier is Tier.SLM,
         )
+        if tier is Tier.SLM and self.first_slm is None:
+            self.first_slm = verdict
         return verdict, completion
+
+    async def _shadow(self, candidate: str) -> Verdict | None:
+        """The candidate adapter's verdict on this input; its tool calls are judged, never run."""
+        client = self.run_.endpoints.slm
+        request = constraint(self.skill, client.endpoint.dialect, self.run_.tools)
+        with telemetry.chat_span(candidate, Tier.SLM, 0) as span:
+            span.set_attribute("slmflow.shadow", True)
+            try:
+                completion = await client.chat(
+                    self.base_messages, model=candidate, max_tokens=self.skill.token_budget, request=request
+                )
+            except ModelError as exc:
+                span.set_attribute("slmflow.verdict", "model_unavailable")
+                log.warning("shadow candidate %s of %s failed: %s", candidate, self.skill.name, exc)
+                return None
+            verdict = judge(self.skill, completion, self.values, dialect=client.endpoint.dialect,
+                            tools=self.run_.tools, gate_confidence=True)  # fmt: skip
+            span.set_attribute("slmflow.verdict", "ok" if verdict.ok else str(verdict.reason))
+        return verdict
+
+    async def _compare(self, learning: Learning, route: Route, candidate: Verdict | None) -> None:
+        current = self.first_slm
+        if candidate is None or current is None:
+            return
+        reference = None
+        if self.result.ok and self.result.tier is not Tier.SLM:
+            reference = answer_key(self.result.answer)
+        mine, theirs = answer_key(_jsonable(current.answer)), answer_key(_jsonable(candidate.answer))
+        await learning.keep_shadow(
+            ShadowCall(
+                skill=self.skill.name,
+                current=self.slm_model or self.run_.endpoints.slm.endpoint.default_model,
+                candidate=route.candidate or "",
+                agree=current.answer is not None and mine == theirs,
+                current_ok=current.ok,
+                candidate_ok=candidate.ok,
+                final_source=self.result.tier.value if self.result.ok and self.result.tier else None,
+                current_right=None if reference is None else mine == reference,
+                candidate_right=None if reference is None else theirs == reference,
+            )
+        )
+
+    async def _keep(self, learning: Learning) -> None:
+        """Record this run for training, redacted; an LLM answer may come with a rationale."""
+        result = self.result
+        rationale = None
+        if learning.rationale and result.ok and result.tier is Tier.LLM:
+            rationale = await self._rationale()
+        await learning.keep(
+            RunRecord(
+                skill=self.skill.name,
+                job_id=self.run_.job_id,
+                step=self.run_.step,
+                slm_model=self.slm_model or self.run_.endpoints.slm.endpoint.default_model,
+                source=result.tier.value if result.ok and result.tier else None,
+                status=result.status,
+                reasons=[str(e.reason) for e in result.escalations],
+                input_hash=input_hash(self.values),
+                messages=learning.redacted(self.base_messages),
+                tools=constraint(self.skill, "vllm", self.run_.tools).get("tools"),
+                attempts=learning.redacted([a.model_dump(mode="json") for a in result.attempts]),
+                answer=learning.redacted(json.loads(answer_key(result.answer))) if result.ok else None,
+                confidence=result.confidence,
+                rationale=learning.redacted(rationale) if rationale else None,
+            )
+        )
+
+    async def _rationale(self) -> str | None:
+        """One sentence from the LLM on why its answer is right: extra signal for distillation."""
+        llm = self.run_.endpoints.llm
+        assert llm is not None
+        messages = [
+            *self.base_messages,
+            {"role": "assistant", "content": answer_key(self.result.answer)},
+            {"role": "user", "content": "In one sentence, explain why that answer is right."},
+        ]
+        try:
+            completion = await llm.chat(messages, max_tokens=80)
+        except ModelError as exc:
+            log.warning("no rationale for %s: %s", self.skill.name, exc)
+            return None
+        cost = llm.endpoint.cost(completion.input_tokens, completion.output_tokens)
+        self.result.usage.add_attempt(
+            Attempt(tier=Tier.LLM, number=0, model=completion.model, ok=True, input_tokens=completion.input_tokens,
+                    output_tokens=completion.output_tokens, latency_s=completion.latency_s),
+            cost,
+        )  # fmt: skip
+        return (completion.text or "").strip() or None
 
     async def _execute(self, verdict: Verdict) -> Verdict:
         """Run the checked calls (in parallel); a tool error fails the attempt with `tool_error`."""

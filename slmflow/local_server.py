@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from slmflow.errors import SettingsError, SlmflowError
+from slmflow.learning.adapters import adapters_dir, discover
 from slmflow.settings import Settings
 
 __all__ = ["LocalServer", "model_dir", "prepare", "serve", "server_is_up", "stop"]
@@ -149,7 +150,7 @@ def serve_command(settings: Settings, adapters: dict[str, Path] | None = None) -
         "--chat-template", str(template_path()),
         "--enable-auto-tool-choice", "--tool-call-parser", "hermes",
         "--tool-strict-level", "parameter",  # decode every tool's arguments against its schema
-        "--enable-lora", "--max-lora-rank", "16",
+        "--enable-lora", "--max-lora-rank", "16", "--max-loras", "4",
     ]  # fmt: skip
     for name, path in (adapters or {}).items():
         command += ["--lora-modules", f"{name}={path}"]
@@ -171,10 +172,19 @@ def serve(
     prepare(settings, progress)
     progress(f"starting vLLM on {base_url} (log: {log_path})")
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "VLLM_TARGET_DEVICE": "cpu", "VLLM_CPU_KVCACHE_SPACE": "2"}
+    # Runtime adapter loading (`slmflow distill load`) is safe here: the server listens on loopback only.
+    env = {
+        **os.environ,
+        "VLLM_TARGET_DEVICE": "cpu",
+        "VLLM_CPU_KVCACHE_SPACE": "2",
+        "VLLM_ALLOW_RUNTIME_LORA_UPDATING": "True",
+    }
+    adapters = discover(adapters_dir(settings))
+    if adapters:
+        progress(f"serving adapters {', '.join(adapters)}")
     with log_path.open("wb") as log:
         process = subprocess.Popen(
-            serve_command(settings), stdout=log, stderr=subprocess.STDOUT, env=env,
+            serve_command(settings, adapters), stdout=log, stderr=subprocess.STDOUT, env=env,
             start_new_session=True,
         )  # fmt: skip
     _pid_path(settings).write_text(str(process.pid))

@@ -6,9 +6,9 @@ Foreign errors (openai, httpx) are mapped to slmflow's here and nowhere else (`m
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import openai
 from tenacity import (
@@ -26,6 +26,9 @@ from slmflow.errors import (
     UsageError,
 )
 from slmflow.settings import Settings
+
+if TYPE_CHECKING:
+    from slmflow.learning.hooks import Learning
 
 __all__ = [
     "Completion",
@@ -140,6 +143,13 @@ class ModelClient:
             max_retries=0,  # tenacity retries below, on connection errors and 5xx only
         )
 
+    def with_default_model(self, model: str) -> ModelClient:
+        """A client of the same endpoint and connections whose default model is `model`."""
+        clone = ModelClient.__new__(ModelClient)
+        clone.endpoint = replace(self.endpoint, default_model=model)
+        clone._client = self._client
+        return clone
+
     async def chat(
         self,
         messages: list[dict[str, Any]],
@@ -208,11 +218,15 @@ class Endpoints:
     llm: ModelClient | None = None
     llm_price_per_1k: tuple[float, float] = (0.0025, 0.01)
     """LLM prices (input, output) used for the all-LLM cost estimate, even with no LLM set."""
+    learning: Learning | None = None
+    """Adapter routes, shadow and recording (the learning loop); None: base models, nothing kept."""
     _owned: list[ModelClient] = field(default_factory=list, repr=False)
 
     @classmethod
     def from_settings(cls, settings: Settings, slm_base_url: str | None = None) -> Endpoints:
         """Endpoints as the settings describe them (`slm_base_url` overrides the setting)."""
+        from slmflow.learning.hooks import Learning
+
         slm = ModelClient(
             Endpoint(
                 tier=Tier.SLM,
@@ -245,6 +259,7 @@ class Endpoints:
             slm=slm,
             llm=llm,
             llm_price_per_1k=(settings.llm_price_per_1k_input, settings.llm_price_per_1k_output),
+            learning=Learning.from_settings(settings),
             _owned=[c for c in (slm, llm) if c is not None],
         )
 

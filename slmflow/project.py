@@ -20,8 +20,9 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
-from slmflow.errors import ProjectError, UnknownGraph
+from slmflow.errors import ProjectError, UnknownGraph, UnknownSkill
 from slmflow.graphs import GraphSpec
+from slmflow.skills import Skill
 
 __all__ = ["Project", "find_project"]
 
@@ -62,6 +63,18 @@ class Project:
     def load_all(self) -> dict[str, GraphSpec]:
         """Every graph of the project, by name."""
         return {name: self.load_graph(name) for name in sorted(self.graphs)}
+
+    def find_skill(self, name: str) -> tuple[Skill, GraphSpec]:
+        """The skill `name` and the first graph that uses it (its tools are the skill's)."""
+        specs = self.load_all()
+        for spec in specs.values():
+            for skill in spec.skills:
+                if skill.name == name:
+                    return skill, spec
+        known = sorted({s.name for spec in specs.values() for s in spec.skills})
+        raise UnknownSkill(
+            f"no skill named {name!r} in the graphs of {self.file} (skills: {', '.join(known)})", skill=name
+        )
 
 
 def find_project(start: Path | None = None) -> Project:

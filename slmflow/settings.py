@@ -76,6 +76,20 @@ class Settings(BaseSettings):
     """Name the local vLLM server serves the base model under."""
     local_port: int = Field(default=8765, gt=0, lt=65536)
     """Port of the local vLLM server on 127.0.0.1."""
+    record: bool = False
+    """Keep every skill run (redacted) in the dataset store: the training data of `slmflow distill`."""
+    dataset_url: str | None = None
+    """Dataset store: `sqlite:///FILE` or `postgresql://...`. Unset: `sqlite:///<cache_dir>/dataset.db`."""
+    record_rationale: bool = False
+    """With `record`, also ask the LLM for a one-sentence rationale of each answer it gives (one more call)."""
+    adapters_dir: Path | None = None
+    """LoRA adapters the local server serves, one folder each. Unset: `adapters/` in the project."""
+    route_ttl_s: float = Field(default=5.0, ge=0)
+    """How long a process trusts the skill-to-adapter routes it read from the dataset store."""
+    promote_min_calls: int = Field(default=20, ge=1)
+    """Shadow calls a candidate adapter needs before `slmflow distill promote` may switch to it."""
+    promote_margin: float = Field(default=0.05, ge=0, le=1)
+    """How much a candidate's shadow pass rate must exceed the current model's to be promoted."""
     project: Path | None = None
     """Project directory (holding `slmflow.toml` or `[tool.slmflow]`); default: the cwd."""
 
@@ -84,6 +98,13 @@ class Settings(BaseSettings):
     def _http_url(cls, value: str | None) -> str | None:
         if value is not None and not value.startswith(("http://", "https://")):
             raise ValueError(f"expected an http(s) URL ending in /v1, got {value!r}")
+        return value
+
+    @field_validator("dataset_url")
+    @classmethod
+    def _dataset_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("sqlite:///", "postgresql://", "postgres://")):
+            raise ValueError(f"expected 'sqlite:///FILE' or 'postgresql://...', got {value!r}")
         return value
 
     @field_validator("checkpoint_url")
@@ -103,6 +124,11 @@ class Settings(BaseSettings):
                 f"{self.request_timeout} / {self.job_timeout_s} / {self.visibility_timeout_s}"
             )
         return self
+
+    @property
+    def dataset_store_url(self) -> str:
+        """`dataset_url`, or the SQLite file in the cache directory."""
+        return self.dataset_url or f"sqlite:///{self.cache_dir / 'dataset.db'}"
 
     @property
     def local_base_url(self) -> str:

@@ -10,7 +10,7 @@ import sys
 import typer
 from rich.text import Text
 
-from slmflow.cli import fleet, graphs, jobs, models, run, trace
+from slmflow.cli import distill, evaluate, fleet, graphs, jobs, models, run, trace
 from slmflow.cli.output import err_console
 from slmflow.errors import JobNotFound, SlmflowError, UsageError
 
@@ -35,6 +35,8 @@ app.command("cancel")(jobs.cancel)
 app.command("list")(jobs.list_jobs)
 app.command("review")(jobs.review)
 app.command("trace")(trace.trace)
+app.add_typer(distill.app, name="distill")
+app.command("eval")(evaluate.evaluate_command)
 
 
 def main() -> None:

@@ -1,0 +1,205 @@
+"""`slmflow distill ...`: escalations become training data, then an adapter, served and promoted."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from slmflow.cli.output import console, err_console, print_json
+from slmflow.errors import InvalidInput
+from slmflow.learning import adapters as adapter_ops
+from slmflow.learning.export import export_records
+from slmflow.learning.store import DatasetStore
+from slmflow.learning.train import TrainConfig, train_adapter
+from slmflow.project import find_project
+from slmflow.settings import Settings, load_settings
+
+__all__ = ["app"]
+
+app = typer.Typer(
+    help="The learning loop: export escalations, train a LoRA adapter, load, shadow, promote, roll back.",
+    no_args_is_help=True,
+)
+
+JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON object and nothing else.")]
+
+
+def _store(settings: Settings) -> DatasetStore:
+    return DatasetStore(settings.dataset_store_url)
+
+
+def _base_model(settings: Settings) -> str:
+    return settings.slm_model or settings.local_model
+
+
+@app.command()
+def export(
+    skill: Annotated[str, typer.Argument(help="The skill whose recorded runs to export.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="JSONL file to write.")],
+    include_slm: Annotated[bool, typer.Option(help="Also keep confident SLM answers that passed.")] = False,
+    min_confidence: Annotated[float, typer.Option(help="Confidence floor of kept SLM answers.")] = 0.9,
+    validation: Annotated[float, typer.Option(help="Share of inputs held out for validation.")] = 0.1,
+    rationales: Annotated[bool, typer.Option(help="Add the LLM's rationales as a second task.")] = False,
+    json_output: JsonOption = False,
+) -> None:
+    """Write chat-format SFT records from LLM and reviewer answers (de-duplicated, split)."""
+    settings = load_settings()
+    spec_skill, _ = find_project(settings.project).find_skill(skill)
+    store = _store(settings)
+    if not store.exists():
+        raise InvalidInput(f"nothing recorded yet in {store.url}: run jobs with SLMFLOW_RECORD=true first")
+    report = export_records(
+        spec_skill, store.runs(skill), out, include_slm=include_slm, min_confidence=min_confidence,
+        validation_fraction=validation, rationales=rationales,
+    )  # fmt: skip
+    if json_output:
+        print_json(report.model_dump())
+        return
+    sources = ", ".join(f"{k} {v}" for k, v in sorted(report.by_source.items())) or "none"
+    console.print(
+        f"{report.kept} examples from {report.runs} runs of {skill} ({sources}): "
+        f"{report.train} train, {report.validation} validation → {out}"
+    )
+    if not report.kept:
+        err_console.print("no runs had an LLM or reviewer answer yet: nothing to train on")
+
+
+@app.command()
+def train(
+    skill: Annotated[str, typer.Argument(help="The skill the adapter is for.")],
+    data: Annotated[Path, typer.Option("--data", "-d", help="Dataset written by `distill export`.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Adapter folder to write (e.g. adapters/NAME).")],
+    epochs: Annotated[int, typer.Option(min=1)] = 3,
+    learning_rate: Annotated[float, typer.Option("--lr")] = 1e-3,
+    rank: Annotated[int, typer.Option(min=1, max=16, help="LoRA rank (the local server allows up to 16).")] = 8,
+    batch_size: Annotated[int, typer.Option(min=1)] = 8,
+    json_output: JsonOption = False,
+) -> None:
+    """LoRA fine-tune the base model on a dataset, on the CPU; writes an adapter vLLM can serve."""
+    from slmflow.local_server import model_dir, prepare
+
+    settings = load_settings()
+    find_project(settings.project).find_skill(skill)
+    base = prepare(settings, progress=lambda m: err_console.print(f"[dim]{m}[/]"))
+    config = TrainConfig(epochs=epochs, learning_rate=learning_rate, rank=rank, batch_size=batch_size)
+    columns = (
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("loss {task.fields[loss]}"),
+        TimeElapsedColumn(), TimeRemainingColumn(),
+    )  # fmt: skip
+    with Progress(*columns, console=err_console, transient=json_output) as bar:
+        task = bar.add_task(f"training {out.name}", total=None, loss="-")
+
+        def advance(step: int, total: int, loss: float) -> None:
+            bar.update(task, completed=step, total=total, loss=f"{loss:.3f}")
+
+        report = train_adapter(data, out, base or model_dir(settings), config=config, progress=advance, skill=skill)
+    if json_output:
+        print_json(report.model_dump())
+        return
+    validation = f", validation loss {report.validation_loss:.3f}" if report.validation_loss is not None else ""
+    console.print(
+        f"adapter for {skill} in {out}: {report.train_examples} examples × {config.epochs} epochs, "
+        f"train loss {report.train_loss:.3f}{validation}, {report.seconds:.0f}s"
+    )
+    console.print(f"serve it: slmflow distill load {out}   then: slmflow distill shadow {skill} {out.name}")
+
+
+@app.command()
+def load(
+    adapter: Annotated[Path, typer.Argument(help="Adapter folder (written by `distill train`).")],
+    name: Annotated[str | None, typer.Option(help="Model name to serve it as (default: the folder's name).")] = None,
+) -> None:
+    """Load an adapter into the running SLM server (vLLM `/v1/load_lora_adapter`)."""
+    settings = load_settings()
+    base_url = settings.slm_base_url or settings.local_base_url
+    adapter_ops.load_adapter(base_url, name or adapter.name, adapter)
+    console.print(f"{base_url} serves {name or adapter.name}")
+
+
+@app.command()
+def shadow(
+    skill: Annotated[str, typer.Argument(help="The skill.")],
+    adapter: Annotated[str, typer.Argument(help="Served model name of the candidate adapter.")],
+    rate: Annotated[float, typer.Option(help="Share of live calls the candidate also answers.")] = 0.2,
+) -> None:
+    """Run a candidate adapter beside the skill's current model on a sample of live calls."""
+    settings = load_settings()
+    find_project(settings.project).find_skill(skill)
+    route = adapter_ops.start_shadow(_store(settings), skill, adapter, rate)
+    current = route.current or _base_model(settings)
+    console.print(
+        f"{adapter} shadows {current} on {rate:.0%} of {skill} calls; `slmflow distill promote {skill}` when ready"
+    )
+
+
+@app.command()
+def promote(
+    skill: Annotated[str, typer.Argument(help="The skill.")],
+    json_output: JsonOption = False,
+) -> None:
+    """Switch the skill to its candidate, only if its shadow figures beat the current model's."""
+    settings = load_settings()
+    find_project(settings.project).find_skill(skill)
+    promoted, figures, why = adapter_ops.promote(
+        _store(settings), skill, _base_model(settings),
+        min_calls=settings.promote_min_calls, margin=settings.promote_margin,
+    )  # fmt: skip
+    if json_output:
+        print_json({"promoted": promoted, "reason": why, "figures": figures.model_dump()})
+    elif promoted:
+        console.print(f"[green]promoted[/] {figures.candidate} for {skill}: {why}")
+    else:
+        console.print(f"[yellow]not promoted[/] {figures.candidate} for {skill}: {why}")
+    raise typer.Exit(0 if promoted else 1)
+
+
+@app.command()
+def rollback(skill: Annotated[str, typer.Argument(help="The skill.")]) -> None:
+    """Switch the skill back to the model it ran before its last promotion."""
+    settings = load_settings()
+    find_project(settings.project).find_skill(skill)
+    route = adapter_ops.rollback(_store(settings), skill)
+    console.print(f"{skill} runs on {route.current or _base_model(settings)} again (was {route.previous})")
+
+
+@app.command()
+def status(
+    skill: Annotated[str, typer.Argument(help="The skill.")],
+    json_output: JsonOption = False,
+) -> None:
+    """The skill's route, its candidate's shadow figures, escalation rate per version, and history."""
+    settings = load_settings()
+    find_project(settings.project).find_skill(skill)
+    store = _store(settings)
+    if not store.exists():
+        raise InvalidInput(f"nothing recorded yet in {store.url}: run jobs with SLMFLOW_RECORD=true first")
+    route = store.route(skill)
+    figures = adapter_ops.shadow_figures(store, skill, _base_model(settings)) if route.candidate else None
+    versions = store.version_figures(skill)
+    events = store.events(skill)
+    if json_output:
+        print_json({
+            "route": route.model_dump(), "shadow": figures.model_dump() if figures else None,
+            "versions": [{**v.model_dump(), "escalation_rate": v.escalation_rate} for v in versions],
+            "events": [e.model_dump() for e in events],
+        })  # fmt: skip
+        return
+    shadowing = f", candidate {route.candidate} on {route.shadow_rate:.0%} of calls" if route.candidate else ""
+    console.print(f"{skill}: serving {route.current or _base_model(settings)}{shadowing}")
+    if figures:
+        console.print(
+            f"shadow: {figures.calls} calls, agreement {figures.agreement:.2f}, pass rate "
+            f"{figures.candidate_pass_rate:.2f} (candidate) vs {figures.current_pass_rate:.2f} (current)"
+        )
+    table = Table("version", "runs", "escalation rate")
+    for v in versions:
+        table.add_row(v.slm_model, str(v.runs), f"{v.escalation_rate:.2f}")
+    console.print(table)
+    for event in events[-10:]:
+        console.print(
+            f"[dim]{event.action}[/] {event.adapter or 'base'} (from {event.previous or 'base'}) {event.note}"
+        )

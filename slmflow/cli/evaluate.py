@@ -1,0 +1,120 @@
+"""`slmflow eval SKILL|GRAPH --data FILE`: accuracy, escalations, calls, latency and cost per model."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from slmflow.cli.output import console, err_console, print_json
+from slmflow.errors import UnknownGraph, UnknownSkill
+from slmflow.graphs import GraphSpec
+from slmflow.learning.evaluate import Case, ModelReport, evaluate, plot_reports, read_cases
+from slmflow.local_server import serve
+from slmflow.models import Endpoints, check_reachable
+from slmflow.project import find_project
+from slmflow.settings import Settings, load_settings
+from slmflow.skills import Skill
+
+__all__ = ["evaluate_command"]
+
+
+def _target(settings: Settings, name: str) -> tuple[Skill | GraphSpec, GraphSpec]:
+    project = find_project(settings.project)
+    if name in project.graphs:
+        spec = project.load_graph(name)
+        return spec, spec
+    try:
+        return project.find_skill(name)
+    except UnknownSkill as exc:
+        raise UnknownGraph(f"{exc}; graphs: {', '.join(sorted(project.graphs))}", graph=name) from None
+
+
+def evaluate_command(
+    target: Annotated[str, typer.Argument(help="A skill or a graph of the project.")],
+    data: Annotated[Path, typer.Option("--data", "-d", help="JSONL of {'input': ..., 'expected': ...}.")],
+    model: Annotated[
+        list[str] | None, typer.Option("--model", "-m", help="SLM model or adapter; repeat to compare.")
+    ] = None,
+    slice_field: Annotated[
+        str | None, typer.Option("--slice", help="Field of the data to break figures down by.")
+    ] = None,
+    plot: Annotated[Path | None, typer.Option(help="Write a PNG chart here.")] = None,
+    concurrency: Annotated[int, typer.Option(min=1, help="Cases in flight at once.")] = 4,
+    json_output: Annotated[bool, typer.Option("--json", help="Print one JSON object and nothing else.")] = False,
+) -> None:
+    """Evaluate a skill or graph against expected answers, side by side for several models."""
+    settings = load_settings()
+    subject, spec = _target(settings, target)
+    cases = read_cases(data, slice_field)
+    models: list[str | None] = list(model) if model else [None]
+    reports = asyncio.run(_run(settings, subject, spec, cases, models, slice_field, concurrency))
+    if plot:
+        plot_reports(reports, plot, slice_field)
+    if json_output:
+        print_json({"target": target, "data": str(data), "reports": [r.model_dump() for r in reports],
+                    "plot": str(plot) if plot else None})  # fmt: skip
+        return
+    _table(reports, slice_field)
+    if plot:
+        console.print(f"plot: {plot}")
+
+
+async def _run(
+    settings: Settings, subject: Skill | GraphSpec, spec: GraphSpec, cases: list[Case], models: list[str | None],
+    slice_field: str | None, concurrency: int,
+) -> list[ModelReport]:  # fmt: skip
+    slm_base_url = None
+    if not settings.slm_base_url:
+        slm_base_url = serve(settings, progress=lambda m: err_console.print(f"[dim]{m}[/]")).base_url
+    endpoints = Endpoints.from_settings(settings, slm_base_url=slm_base_url)
+    reports = []
+    try:
+        default = endpoints.slm.endpoint.default_model
+        await check_reachable(endpoints.slm, sorted({m or default for m in models}))
+        for model in models:
+            columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+            with Progress(*columns, console=err_console, transient=True) as bar:
+                task = bar.add_task(f"{subject.name} on {model or default}", total=len(cases))
+
+                def advance(done: int, bar: Progress = bar, task: TaskID = task) -> None:
+                    bar.update(task, completed=done)
+
+                reports.append(await evaluate(
+                    subject, spec, cases, endpoints, model=model, slice_field=slice_field, concurrency=concurrency,
+                    progress=advance,
+                ))  # fmt: skip
+    finally:
+        await endpoints.aclose()
+    return reports
+
+
+def _table(reports: list[ModelReport], slice_field: str | None) -> None:
+    table = Table(f"{reports[0].target} ({reports[0].cases} cases)", *(r.model for r in reports))
+    rows: list[tuple[str, Callable[[ModelReport], str]]] = [
+        ("accuracy", lambda r: f"{r.accuracy:.1%}"),
+        ("SLM alone right", lambda r: f"{r.slm_accuracy:.1%}"),
+        ("escalation rate", lambda r: f"{r.escalation_rate:.1%}"),
+        ("escalation reasons", lambda r: ", ".join(f"{k} {v}" for k, v in r.reasons.items()) or "-"),
+        ("calls", lambda r: ", ".join(f"{k} {v}" for k, v in sorted(r.calls.items()))),
+        ("tokens", lambda r: ", ".join(f"{k} {v}" for k, v in sorted(r.tokens.items()))),
+        ("latency p50 / p95", lambda r: f"{r.latency_p50_s:.2f}s / {r.latency_p95_s:.2f}s"),
+        ("cost per 100", lambda r: f"{r.cost_per_100:.4f}"),
+        ("all-LLM cost per 100", lambda r: f"{r.all_llm_cost_per_100:.4f}"),
+    ]
+    for label, render in rows:
+        table.add_row(label, *(render(r) for r in reports))
+    if slice_field:
+        values = sorted({v for r in reports for v in r.slices.get(slice_field, {})})
+        for value in values:
+            cells = []
+            for r in reports:
+                s = r.slices[slice_field].get(value)
+                cells.append(f"{s.accuracy:.1%} right, {s.escalation_rate:.1%} escalated ({s.cases})" if s else "-")
+            table.add_row(f"{slice_field}={value}", *cells)
+    console.print(table)
