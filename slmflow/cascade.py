@@ -94,8 +94,8 @@ class _Cascade:
         self.base_messages = render_messages(skill, values, run.tools)
         self.result = SkillResult(skill=skill.name, status="needs_review")
         self.slm_model = skill.model
-        self.first_slm: Verdict | None = None
-        """The SLM's first judged answer (before any tool ran): what a shadow candidate is compared with."""
+        self.first_slm: tuple[Verdict, Any] | None = None
+        """The SLM's first verdict and what it said (before any tool ran): what a shadow candidate meets."""
 
     def tiers(self) -> list[tuple[Tier, ModelClient, str | None, int]]:
         tiers = [(Tier.SLM, self.run_.endpoints.slm, self.slm_model, self.skill.slm_attempts)]
@@ -183,10 +183,10 @@ class _Cascade:
             gate_confidence=tier is Tier.SLM,
         )
         if tier is Tier.SLM and self.first_slm is None:
-            self.first_slm = verdict
+            self.first_slm = (verdict, _said(completion))
         return verdict, completion
 
-    async def _shadow(self, candidate: str) -> Verdict | None:
+    async def _shadow(self, candidate: str) -> tuple[Verdict, Any] | None:
         """The candidate adapter's verdict on this input; its tool calls are judged, never run."""
         client = self.run_.endpoints.slm
         request = constraint(self.skill, client.endpoint.dialect, self.run_.tools)
@@ -203,22 +203,22 @@ class _Cascade:
             verdict = judge(self.skill, completion, self.values, dialect=client.endpoint.dialect,
                             tools=self.run_.tools, gate_confidence=True)  # fmt: skip
             span.set_attribute("slmflow.verdict", "ok" if verdict.ok else str(verdict.reason))
-        return verdict
+        return verdict, _said(completion)
 
-    async def _compare(self, learning: Learning, route: Route, candidate: Verdict | None) -> None:
-        current = self.first_slm
-        if candidate is None or current is None:
+    async def _compare(self, learning: Learning, route: Route, shadow: tuple[Verdict, Any] | None) -> None:
+        if shadow is None or self.first_slm is None:
             return
+        (current, said), (candidate, candidate_said) = self.first_slm, shadow
         reference = None
         if self.result.ok and self.result.tier is not Tier.SLM:
             reference = answer_key(self.result.answer)
-        mine, theirs = answer_key(_jsonable(current.answer)), answer_key(_jsonable(candidate.answer))
+        mine, theirs = answer_key(said), answer_key(candidate_said)
         await learning.keep_shadow(
             ShadowCall(
                 skill=self.skill.name,
                 current=self.slm_model or self.run_.endpoints.slm.endpoint.default_model,
                 candidate=route.candidate or "",
-                agree=current.answer is not None and mine == theirs,
+                agree=said is not None and mine == theirs,
                 current_ok=current.ok,
                 candidate_ok=candidate.ok,
                 final_source=self.result.tier.value if self.result.ok and self.result.tier else None,
@@ -334,6 +334,26 @@ def _raw_output(completion: Completion | None) -> Any:
     if completion.tool_calls:
         return [{"name": c.name, "arguments": c.arguments} for c in completion.tool_calls]
     return completion.text
+
+
+def _said(completion: Completion) -> Any:
+    """What a model answered, comparable across models: a label, an object, or calls with arguments."""
+    if completion.tool_calls:
+        calls = []
+        for call in completion.tool_calls:
+            try:
+                arguments: Any = json.loads(call.arguments or "{}")
+            except ValueError:
+                arguments = call.arguments
+            calls.append({"name": call.name, "arguments": arguments})
+        return calls
+    text = (completion.text or "").strip()
+    if text.startswith("{"):
+        try:
+            return json.loads(text)
+        except ValueError:
+            return text
+    return text or None
 
 
 def _jsonable(answer: Any) -> Any:

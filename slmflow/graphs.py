@@ -136,6 +136,9 @@ def skill_node(skill: Skill, inputs: NodeInputs, output_key: str, *, step: str |
         if isinstance(skill.output, Object):
             answer = skill.output.model.model_validate(answer).model_dump(mode="json")
         reviewed = {**recorded, "status": "ok", "tier": "human", "answer": answer}
+        learning = context.endpoints.learning
+        if learning is not None and learning.record:
+            await learning.keep_review(skill, values, answer, context.tools, job_id=context.job_id, step=step_name)
         await context.publish(Event(kind="step_finished", step=step_name, skill=skill.name,
                                     data={"status": "ok", "tier": "human"}))  # fmt: skip
         return {output_key: answer, "skill_results": [reviewed]}

@@ -14,7 +14,7 @@ __all__ = ["Redactor", "redact", "redact_value"]
 
 Redactor = Callable[[str], str]
 
-_EMAIL = re.compile(r"[\w.+-]+@[\w-]+\.[\w.-]+")
+_EMAIL = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
 _CARD = re.compile(r"\b(?:\d[ -]?){12,18}\d\b")
 
 

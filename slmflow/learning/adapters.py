@@ -62,7 +62,10 @@ def load_adapter(base_url: str, name: str, path: Path, timeout: float = 120.0) -
     except urllib.error.HTTPError as exc:
         detail = exc.read().decode(errors="replace")[:300]
         if exc.code == 400 and "already been loaded" in detail:
-            return
+            raise UsageError(
+                f"{base_url} already serves an adapter named {name!r}: adapters are versions, give this one a new "
+                "name (e.g. --name SKILL-v2)"
+            ) from None
         if exc.code in (404, 405):
             raise UsageError(
                 f"{base_url} does not load adapters at runtime: start it with VLLM_ALLOW_RUNTIME_LORA_UPDATING=True "

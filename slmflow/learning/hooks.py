@@ -17,8 +17,12 @@ from collections.abc import Mapping
 from typing import Any
 
 from slmflow.learning.store import DatasetStore, Route, RunRecord, ShadowCall
+from slmflow.prompts import render_messages
 from slmflow.redaction import Redactor, redact, redact_value
 from slmflow.settings import Settings
+from slmflow.skills import Skill
+from slmflow.tools import ToolRegistry
+from slmflow.verdicts import constraint
 
 __all__ = ["Learning", "answer_key", "input_hash"]
 
@@ -97,6 +101,31 @@ class Learning:
             await asyncio.to_thread(self.store.add_run, run)
         except Exception as exc:
             log.warning("could not record a run of %s in the dataset store: %s", run.skill, exc)
+
+    async def keep_review(
+        self,
+        skill: Skill,
+        values: Mapping[str, Any],
+        answer: Any,
+        tools: ToolRegistry | None,
+        *,
+        job_id: str,
+        step: str,
+    ) -> None:
+        """Store a reviewer's accepted answer: the best training example there is."""
+        await self.keep(
+            RunRecord(
+                skill=skill.name,
+                job_id=job_id,
+                step=step,
+                source="human",
+                status="ok",
+                input_hash=input_hash(values),
+                messages=self.redacted(render_messages(skill, values, tools)),
+                tools=constraint(skill, "vllm", tools).get("tools"),
+                answer=self.redacted(json.loads(answer_key(answer))),
+            )
+        )
 
     async def keep_shadow(self, call: ShadowCall) -> None:
         """Store a shadow comparison; a store failure is logged, not raised."""

