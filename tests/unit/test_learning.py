@@ -213,12 +213,13 @@ async def test_a_reviewers_answer_is_recorded_as_the_human_source(tmp_path: Path
 def test_store_keeps_runs_routes_and_events(store: DatasetStore) -> None:
     skill = f"test_store_{uuid.uuid4().hex[:8]}"
     run = RunRecord(skill=skill, status="ok", source="llm", input_hash="ab" * 32, answer={"x": [1, "y"]},
-                    messages=[{"role": "user", "content": "hi"}], slm_model="base", reasons=["check_failed"])  # fmt: skip
+                    messages=[{"role": "user", "content": "hi"}], slm_model="base",
+                    reasons=["check_failed"])  # fmt: skip
     store.add_run(run)
     assert store.runs(skill) == [run]
     assert store.route(skill) == Route(skill=skill)
-    store.set_route(Route(skill=skill, current="a", shadow_rate=0.5),
-                    AdapterEvent(skill=skill, action="promote", adapter="a", previous=None, figures={"calls": 3}))  # fmt: skip
+    first = AdapterEvent(skill=skill, action="promote", adapter="a", previous=None, figures={"calls": 3})
+    store.set_route(Route(skill=skill, current="a", shadow_rate=0.5), first)
     store.set_route(Route(skill=skill, current="b", previous="a"),
                     AdapterEvent(skill=skill, action="promote", adapter="b", previous="a"))  # fmt: skip
     assert store.route(skill) == Route(skill=skill, current="b", previous="a")
