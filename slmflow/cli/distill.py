@@ -14,7 +14,7 @@ from slmflow.errors import InvalidInput
 from slmflow.learning import adapters as adapter_ops
 from slmflow.learning.export import export_records
 from slmflow.learning.store import DatasetStore
-from slmflow.learning.train import TrainConfig, train_adapter
+from slmflow.learning.train import TrainConfig, read_dataset, train_adapter
 from slmflow.project import find_project
 from slmflow.settings import Settings, load_settings
 
@@ -84,6 +84,7 @@ def train(
 
     settings = load_settings()
     find_project(settings.project).find_skill(skill)
+    read_dataset(data)  # a missing or broken dataset is reported before anything loads
     base = prepare(settings, progress=lambda m: err_console.print(f"[dim]{m}[/]"))
     config = TrainConfig(epochs=epochs, learning_rate=learning_rate, rank=rank, batch_size=batch_size)
     columns = (

@@ -1,0 +1,183 @@
+"""Export, the promotion gate, rollback, and `slmflow distill` / `slmflow eval` as a user meets them."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from agents.support_triage import classify, extract, lookup
+from slmflow.learning import adapters
+from slmflow.learning.export import export_records
+from slmflow.learning.store import AdapterEvent, DatasetStore, Route, RunRecord, ShadowCall
+from slmflow.learning.train import read_dataset
+from slmflow.testing import Reply, ScriptedServer
+from tests.unit.test_cli import assert_user_error, slmflow
+
+SYSTEM = {"role": "system", "content": "Pick the intent."}
+
+
+def run(ticket: str, source: str | None, answer: Any, *, confidence: float | None = None, at: float = 0.0) -> RunRecord:
+    return RunRecord(skill="classify_intent", source=source, status="ok" if source else "needs_review",
+                     input_hash=hashlib.sha256(ticket.encode()).hexdigest(), answer=answer, confidence=confidence,
+                     messages=[SYSTEM, {"role": "user", "content": ticket}], created_at=at)  # fmt: skip
+
+
+def test_export_keeps_teacher_answers_once_per_input_best_source_first(tmp_path: Path) -> None:
+    runs = [
+        run("a", "llm", "refund_request", at=1), run("a", "human", "return_request", at=2),
+        run("a", "llm", "complaint", at=3),  # a later LLM answer does not beat a reviewer's
+        run("b", "slm", "order_status", confidence=0.95), run("c", "slm", "order_status", confidence=0.5),
+        run("d", None, None), *(run(f"t{i}", "llm", "other") for i in range(40)),
+    ]  # fmt: skip
+    out = tmp_path / "data.jsonl"
+    report = export_records(classify, runs, out)
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    assert report.kept == len(records) == 41 and report.by_source == {"human": 1, "llm": 40}
+    [a] = [r for r in records if r["messages"][1]["content"] == "a"]
+    assert a["messages"][-1] == {"role": "assistant", "content": "return_request"} and a["source"] == "human"
+    assert report.validation == sum(r["split"] == "validation" for r in records) > 0
+    with_slm = export_records(classify, runs, out, include_slm=True, min_confidence=0.9)
+    assert with_slm.by_source == {"human": 1, "llm": 40, "slm": 1}  # only the confident SLM answer
+    skill, train, validation = read_dataset(out)
+    assert skill == "classify_intent" and len(train) + len(validation) == 42
+
+
+def test_export_writes_objects_as_json_and_tool_calls_as_calls(tmp_path: Path) -> None:
+    fields = {"order_id": "ORD-10012", "amount": None, "email": None}
+    obj = run("x", "llm", fields).model_copy(update={"skill": "extract_fields"})
+    export_records(extract, [obj], tmp_path / "e.jsonl")
+    [record] = [json.loads(line) for line in (tmp_path / "e.jsonl").read_text().splitlines()]
+    assert json.loads(record["messages"][-1]["content"]) == fields
+    tool = {"type": "function", "function": {"name": "lookup_order", "parameters": {}}}
+    calls = run("y", "human", [{"name": "lookup_order", "arguments": {"order_id": "ORD-10012"}}])
+    calls = calls.model_copy(update={"skill": "lookup_order", "tools": [tool]})
+    export_records(lookup, [calls], tmp_path / "l.jsonl")
+    [record] = [json.loads(line) for line in (tmp_path / "l.jsonl").read_text().splitlines()]
+    assert record["tools"] == [tool]
+    [call] = record["messages"][-1]["tool_calls"]
+    assert call["function"] == {"name": "lookup_order", "arguments": '{"order_id": "ORD-10012"}'}
+
+
+def test_a_rationale_becomes_a_second_task_on_the_same_input(tmp_path: Path) -> None:
+    runs = [run(f"t{i}", "llm", "other").model_copy(update={"rationale": "It asks about a store."}) for i in range(30)]
+    report = export_records(classify, runs, tmp_path / "r.jsonl", rationales=True)
+    records = [json.loads(line) for line in (tmp_path / "r.jsonl").read_text().splitlines()]
+    extra = [r for r in records if r.get("task") == "rationale"]
+    assert len(extra) == report.rationales == report.train
+    assert extra[0]["messages"][-1]["content"] == "It asks about a store." and extra[0]["split"] == "train"
+
+
+def test_train_refuses_a_dataset_that_is_not_one(tmp_path: Path) -> None:
+    from slmflow.errors import InvalidInput
+
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"messages": [{"role": "user", "content": "hi"}]}\n')
+    with pytest.raises(InvalidInput, match="bad.jsonl:1 is not a chat record"):
+        read_dataset(bad)
+    with pytest.raises(InvalidInput, match="slmflow distill export"):
+        read_dataset(tmp_path / "missing.jsonl")
+
+
+def shadowed(store: DatasetStore, skill: str, calls: list[tuple[bool, bool]]) -> None:
+    store.set_route(Route(skill=skill, candidate="v2", shadow_rate=0.5),
+                    AdapterEvent(skill=skill, action="shadow", adapter="v2", previous=None))  # fmt: skip
+    for current_ok, candidate_ok in calls:
+        store.add_shadow_call(ShadowCall(skill=skill, current="base", candidate="v2", agree=current_ok == candidate_ok,
+                                         current_ok=current_ok, candidate_ok=candidate_ok))  # fmt: skip
+
+
+def test_promotion_is_refused_on_too_few_calls_or_too_small_a_gain(tmp_path: Path) -> None:
+    store = DatasetStore(f"sqlite:///{tmp_path / 'd.db'}")
+    shadowed(store, "s", [(False, True)] * 5)
+    promoted, figures, why = adapters.promote(store, "s", "base", min_calls=20, margin=0.05)
+    assert not promoted and "only 5 shadow calls of the 20 needed" in why
+    shadowed(store, "s", [(True, True)] * 40 + [(False, True)])  # 46 calls: 41 vs 46 passed, a gain of 0.11
+    assert adapters.promote(store, "s", "base", min_calls=20, margin=0.2)[0] is False
+    assert store.route("s").current is None
+    refusals = [e.figures["calls"] for e in store.events("s") if e.action == "refuse"]
+    assert refusals == [5, 46]
+
+
+def test_promotion_switches_when_the_candidate_wins_and_rollback_switches_back(tmp_path: Path) -> None:
+    store = DatasetStore(f"sqlite:///{tmp_path / 'd.db'}")
+    shadowed(store, "s", [(False, True)] * 15 + [(True, True)] * 10)
+    promoted, figures, why = adapters.promote(store, "s", "base", min_calls=20, margin=0.05)
+    assert promoted and (figures.candidate_pass_rate, figures.current_pass_rate) == (1.0, 0.4)
+    assert store.route("s") == Route(skill="s", current="v2", previous=None)
+    back = adapters.rollback(store, "s")
+    assert (back.current, back.previous) == (None, "v2")
+    assert [e.action for e in store.events("s")] == ["shadow", "promote", "rollback"]
+    from slmflow.errors import InvalidInput
+
+    with pytest.raises(InvalidInput, match="nothing to roll back"):
+        adapters.rollback(store, "s")
+
+
+def test_distill_commands_report_user_errors_in_one_line(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'd.db'}"
+    assert_user_error(slmflow("distill", "export", "nope", "--out", str(tmp_path / "x.jsonl")), "no skill named 'nope'")
+    assert_user_error(slmflow("distill", "export", "classify_intent", "--out", "x.jsonl", SLMFLOW_DATASET_URL=url),
+                      "nothing recorded yet", "SLMFLOW_RECORD=true")  # fmt: skip
+    assert_user_error(slmflow("distill", "train", "classify_intent", "--data", str(tmp_path / "none.jsonl"),
+                              "--out", str(tmp_path / "ad")), "no dataset at")  # fmt: skip
+    assert_user_error(slmflow("distill", "load", str(tmp_path)), "is not an adapter folder")
+    assert_user_error(slmflow("distill", "shadow", "classify_intent", "v2", "--rate", "2", SLMFLOW_DATASET_URL=url),
+                      "shadow rate 2.0 must be in (0, 1]")  # fmt: skip
+    assert_user_error(
+        slmflow("distill", "promote", "classify_intent", SLMFLOW_DATASET_URL=url), "no candidate in shadow"
+    )
+    assert_user_error(slmflow("eval", "nope", "--data", "x.jsonl"), "no skill named 'nope'", "support_triage")
+    assert_user_error(slmflow("eval", "classify_intent", "--data", str(tmp_path / "none.jsonl")), "no evaluation data")
+    assert_user_error(slmflow("distill", "export", "classify_intent", "--out", "x", SLMFLOW_DATASET_URL="mysql://x"),
+                      "SLMFLOW_DATASET_URL")  # fmt: skip
+
+
+def test_promote_cli_exits_1_with_the_reason_and_0_when_promoted(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'd.db'}"
+    store = DatasetStore(url)
+    store.set_route(Route(skill="classify_intent", candidate="v2", shadow_rate=1.0),
+                    AdapterEvent(skill="classify_intent", action="shadow", adapter="v2", previous=None))  # fmt: skip
+    refused = slmflow("distill", "promote", "classify_intent", "--json", SLMFLOW_DATASET_URL=url)
+    assert refused.returncode == 1 and json.loads(refused.stdout)["reason"].startswith("only 0 shadow calls")
+    for _ in range(3):
+        store.add_shadow_call(ShadowCall(skill="classify_intent", current="smollm2-135m", candidate="v2", agree=False,
+                                         current_ok=False, candidate_ok=True))  # fmt: skip
+    done = slmflow("distill", "promote", "classify_intent", SLMFLOW_DATASET_URL=url, SLMFLOW_PROMOTE_MIN_CALLS="3")
+    assert done.returncode == 0 and "promoted v2 for classify_intent" in done.stdout
+    status = json.loads(slmflow("distill", "status", "classify_intent", "--json", SLMFLOW_DATASET_URL=url).stdout)
+    assert status["route"]["current"] == "v2" and [e["action"] for e in status["events"]] == ["shadow", "refuse",
+                                                                                               "promote"]  # fmt: skip
+
+
+def intent_model(right: dict[str, str], confident: bool) -> Any:
+    def reply(body: dict[str, Any]) -> Reply:
+        ticket = body["messages"][1]["content"]
+        return Reply(text=right.get(ticket, "other"), logprobs=[-0.01 if confident else -3.0])
+
+    return reply
+
+
+def test_eval_compares_two_models_by_slice_with_a_plot(tmp_path: Path) -> None:
+    cases = [{"input": {"ticket": f"ticket {i}"}, "expected": "refund_request" if i % 2 else "order_status",
+              "segment": "business" if i < 4 else "consumer"} for i in range(8)]  # fmt: skip
+    data = tmp_path / "cases.jsonl"
+    data.write_text("".join(json.dumps(c) + "\n" for c in cases))
+    answers = {c["input"]["ticket"]: c["expected"] for c in cases}
+    half = {t: a for i, (t, a) in enumerate(answers.items()) if i < 4}  # right on the business tickets only
+    scripts = {"base": intent_model(half, confident=False), "tuned": intent_model(answers, confident=True)}
+    with ScriptedServer(scripts) as server:  # type: ignore[arg-type]
+        done = slmflow("eval", "classify_intent", "--data", str(data), "-m", "base", "-m", "tuned", "--slice",
+                       "segment", "--plot", str(tmp_path / "p.png"), "--json",
+                       SLMFLOW_SLM_BASE_URL=server.base_url, SLMFLOW_SLM_MODEL="base")  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    base, tuned = json.loads(done.stdout)["reports"]
+    assert (base["model"], base["slm_accuracy"], base["accuracy"], base["escalation_rate"]) == ("base", 0.5, 0.0, 1.0)
+    assert base["reasons"] == {"low_confidence": 8} and base["calls"] == {"slm": 8}
+    assert (tuned["accuracy"], tuned["escalation_rate"]) == (1.0, 0.0)
+    assert base["slices"]["segment"]["business"] == {"cases": 4, "accuracy": 0.0, "escalation_rate": 1.0}
+    assert tuned["cost_per_100"] < base["cost_per_100"]  # escalations are priced at the LLM
+    assert (tmp_path / "p.png").read_bytes()[:4] == b"\x89PNG"
