@@ -46,6 +46,9 @@ def evaluate_command(
     ] = None,
     plot: Annotated[Path | None, typer.Option(help="Write a PNG chart here.")] = None,
     concurrency: Annotated[int, typer.Option(min=1, help="Cases in flight at once.")] = 4,
+    record: Annotated[
+        bool, typer.Option("--record", help="Keep the runs in the dataset store (training data), LLM answers too.")
+    ] = False,
     json_output: Annotated[bool, typer.Option("--json", help="Print one JSON object and nothing else.")] = False,
 ) -> None:
     """Evaluate a skill or graph against expected answers, side by side for several models."""
@@ -53,7 +56,7 @@ def evaluate_command(
     subject, spec = _target(settings, target)
     cases = read_cases(data, slice_field)
     models: list[str | None] = list(model) if model else [None]
-    reports = asyncio.run(_run(settings, subject, spec, cases, models, slice_field, concurrency))
+    reports = asyncio.run(_run(settings, subject, spec, cases, models, slice_field, concurrency, record))
     if plot:
         plot_reports(reports, plot, slice_field)
     if json_output:
@@ -67,7 +70,7 @@ def evaluate_command(
 
 async def _run(
     settings: Settings, subject: Skill | GraphSpec, spec: GraphSpec, cases: list[Case], models: list[str | None],
-    slice_field: str | None, concurrency: int,
+    slice_field: str | None, concurrency: int, record: bool,
 ) -> list[ModelReport]:  # fmt: skip
     slm_base_url = None
     if not settings.slm_base_url:
@@ -87,7 +90,7 @@ async def _run(
 
                 reports.append(await evaluate(
                     subject, spec, cases, endpoints, model=model, slice_field=slice_field, concurrency=concurrency,
-                    progress=advance,
+                    progress=advance, record=endpoints.learning if record else None,
                 ))  # fmt: skip
     finally:
         await endpoints.aclose()

@@ -4,9 +4,11 @@ The data is JSONL, one case per line: `{"input": {...}, "expected": ..., <slice 
 skill, `expected` is its answer (a label, an object, or tool calls by name and arguments); for a
 graph, the fields the job's output must have (a subset: other output fields are not compared).
 
-An evaluation never records runs and never follows adapter routes: it measures exactly the models
-it is given. With no LLM configured an escalated case counts as unanswered, and its cost is
-projected at the LLM's price for the same tokens (what answering it would have cost).
+An evaluation never follows adapter routes: it measures exactly the models it is given. It records
+its runs in the dataset store only when asked (`record`, e.g. to backfill training data from past
+inputs with the LLM answering what the SLM escalates). With no LLM configured an escalated case
+counts as unanswered, and its cost is projected at the LLM's price for the same tokens (what
+answering it would have cost).
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from slmflow.checkpoints import open_checkpointer
 from slmflow.errors import InvalidInput
 from slmflow.graphs import GraphSpec
 from slmflow.jobs import JobStatus, run_job
-from slmflow.learning.hooks import answer_key
+from slmflow.learning.hooks import Learning, answer_key
 from slmflow.models import Endpoints, Tier
 from slmflow.skills import Skill
 
@@ -242,9 +244,12 @@ async def evaluate(
     slice_field: str | None = None,
     concurrency: int = 4,
     progress: Callable[[int], None] | None = None,
+    record: Learning | None = None,
 ) -> ModelReport:
     """Run every case on `model` (None: the endpoint's default) and sum up how it did."""
-    endpoints = replace(endpoints, learning=None, _owned=[])  # measure the model given: no routes, no recording
+    if record is not None:
+        record = Learning(record.store, record=True, rationale=record.rationale, follow_routes=False)
+    endpoints = replace(endpoints, learning=record, _owned=[])  # the model given, never a route
     name = model or endpoints.slm.endpoint.default_model
     if model is not None:
         endpoints = replace(endpoints, slm=endpoints.slm.with_default_model(model))

@@ -54,9 +54,11 @@ class Learning:
         rationale: bool = False,
         route_ttl_s: float = 5.0,
         redactor: Redactor = redact,
+        follow_routes: bool = True,
     ) -> None:
         self.store = store
         self.record = record
+        self.follow_routes = follow_routes
         self.rationale = rationale and record
         self.route_ttl_s = route_ttl_s
         self.redactor = redactor
@@ -74,6 +76,8 @@ class Learning:
 
     async def route(self, skill: str) -> Route:
         """The skill's route; an unreadable store means the base model, and is logged."""
+        if not self.follow_routes:
+            return Route(skill=skill)
         cached = self._routes.get(skill)
         now = time.monotonic()
         if cached is not None and now - cached[0] < self.route_ttl_s:
