@@ -59,7 +59,11 @@ async def run_graph(
     endpoints = Endpoints.from_settings(settings, slm_base_url=slm_base_url)
     try:
         default = endpoints.slm.endpoint.default_model
-        await check_reachable(endpoints.slm, sorted({s.model or default for s in spec.skills}))
+        models = {s.model or default for s in spec.skills}
+        if endpoints.learning is not None:  # adapters a skill was promoted to, or that shadow one
+            routes = [await endpoints.learning.route(s.name) for s in spec.skills]
+            models |= {m for r in routes for m in (r.current, r.candidate) if m}
+        await check_reachable(endpoints.slm, sorted(models))
         if endpoints.llm is not None:
             await check_reachable(endpoints.llm, [])
         async with open_checkpointer(settings.checkpoint_url) as checkpointer:

@@ -181,3 +181,31 @@ def test_eval_compares_two_models_by_slice_with_a_plot(tmp_path: Path) -> None:
     assert base["slices"]["segment"]["business"] == {"cases": 4, "accuracy": 0.0, "escalation_rate": 1.0}
     assert tuned["cost_per_100"] < base["cost_per_100"]  # escalations are priced at the LLM
     assert (tmp_path / "p.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_the_local_server_serves_every_adapter_folder_and_allows_runtime_loading(tmp_path: Path) -> None:
+    from slmflow.local_server import serve_command
+    from slmflow.settings import load_settings
+
+    (tmp_path / "classify_intent-v1").mkdir()
+    (tmp_path / "classify_intent-v1" / "adapter_config.json").write_text("{}")
+    (tmp_path / "notes").mkdir()  # not an adapter: no adapter_config.json
+    settings = load_settings(adapters_dir=tmp_path)
+    found = adapters.discover(adapters.adapters_dir(settings))
+    assert found == {"classify_intent-v1": (tmp_path / "classify_intent-v1").resolve()}
+    command = serve_command(settings, found)
+    assert command[command.index("--lora-modules") + 1] == f"classify_intent-v1={tmp_path / 'classify_intent-v1'}"
+    assert "--enable-lora" in command
+
+
+def test_a_routed_adapter_the_server_does_not_serve_fails_before_the_job(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'd.db'}"
+    DatasetStore(url).set_route(Route(skill="classify_intent", current="classify_intent-gone"),
+                                AdapterEvent(skill="classify_intent", action="promote", adapter="classify_intent-gone",
+                                             previous=None))  # fmt: skip
+    from tests.conftest import EXAMPLES, triage_reply
+
+    with ScriptedServer({"slm": triage_reply}) as server:
+        done = slmflow("run", "support_triage", "--input", str(EXAMPLES / "t01_refund_request.json"),
+                       SLMFLOW_SLM_BASE_URL=server.base_url, SLMFLOW_SLM_MODEL="slm", SLMFLOW_DATASET_URL=url)  # fmt: skip
+    assert_user_error(done, "does not serve classify_intent-gone", "load the adapter")
