@@ -15,6 +15,7 @@ from slmflow.learning.export import export_records
 from slmflow.learning.store import AdapterEvent, DatasetStore, Route, RunRecord, ShadowCall
 from slmflow.learning.train import read_dataset
 from slmflow.testing import Reply, ScriptedServer
+from tests.conftest import EXAMPLES, triage_reply
 from tests.unit.test_cli import assert_user_error, slmflow
 
 SYSTEM = {"role": "system", "content": "Pick the intent."}
@@ -200,12 +201,11 @@ def test_the_local_server_serves_every_adapter_folder_and_allows_runtime_loading
 
 def test_a_routed_adapter_the_server_does_not_serve_fails_before_the_job(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'd.db'}"
-    DatasetStore(url).set_route(Route(skill="classify_intent", current="classify_intent-gone"),
-                                AdapterEvent(skill="classify_intent", action="promote", adapter="classify_intent-gone",
-                                             previous=None))  # fmt: skip
-    from tests.conftest import EXAMPLES, triage_reply
-
+    gone = "classify_intent-gone"
+    event = AdapterEvent(skill="classify_intent", action="promote", adapter=gone, previous=None)
+    DatasetStore(url).set_route(Route(skill="classify_intent", current=gone), event)
+    ticket = str(EXAMPLES / "t01_refund_request.json")
     with ScriptedServer({"slm": triage_reply}) as server:
-        done = slmflow("run", "support_triage", "--input", str(EXAMPLES / "t01_refund_request.json"),
-                       SLMFLOW_SLM_BASE_URL=server.base_url, SLMFLOW_SLM_MODEL="slm", SLMFLOW_DATASET_URL=url)  # fmt: skip
+        done = slmflow("run", "support_triage", "--input", ticket, SLMFLOW_SLM_BASE_URL=server.base_url,
+                       SLMFLOW_SLM_MODEL="slm", SLMFLOW_DATASET_URL=url)  # fmt: skip
     assert_user_error(done, "does not serve classify_intent-gone", "load the adapter")
