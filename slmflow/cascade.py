@@ -113,7 +113,12 @@ class _Cascade:
         shadow = None
         if route.candidate and route.candidate != route.current and random.random() < route.shadow_rate:
             shadow = asyncio.create_task(self._shadow(route.candidate))
-        result = await self._climb()
+        try:
+            result = await self._climb()
+        except BaseException:
+            if shadow is not None:
+                shadow.cancel()
+            raise
         if shadow is not None:
             await self._compare(learning, route, await shadow)
         if learning.record:
@@ -183,7 +188,7 @@ class _Cascade:
             gate_confidence=tier is Tier.SLM,
         )
         if tier is Tier.SLM and self.first_slm is None:
-            self.first_slm = (verdict, _said(completion))
+            self.first_slm = (verdict, _normal(verdict, completion))
         return verdict, completion
 
     async def _shadow(self, candidate: str) -> tuple[Verdict, Any] | None:
@@ -203,7 +208,7 @@ class _Cascade:
             verdict = judge(self.skill, completion, self.values, dialect=client.endpoint.dialect,
                             tools=self.run_.tools, gate_confidence=True)  # fmt: skip
             span.set_attribute("slmflow.verdict", "ok" if verdict.ok else str(verdict.reason))
-        return verdict, _said(completion)
+        return verdict, _normal(verdict, completion)
 
     async def _compare(self, learning: Learning, route: Route, shadow: tuple[Verdict, Any] | None) -> None:
         if shadow is None or self.first_slm is None:
@@ -334,6 +339,11 @@ def _raw_output(completion: Completion | None) -> Any:
     if completion.tool_calls:
         return [{"name": c.name, "arguments": c.arguments} for c in completion.tool_calls]
     return completion.text
+
+
+def _normal(verdict: Verdict, completion: Completion) -> Any:
+    """An answer in the form the kept answer takes (parsed when valid), comparable across models."""
+    return _jsonable(verdict.answer) if verdict.ok else _said(completion)
 
 
 def _said(completion: Completion) -> Any:

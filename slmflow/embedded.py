@@ -60,9 +60,9 @@ async def run_graph(
     try:
         default = endpoints.slm.endpoint.default_model
         models = {s.model or default for s in spec.skills}
-        if endpoints.learning is not None:  # adapters a skill was promoted to, or that shadow one
+        if endpoints.learning is not None:  # adapters a skill was promoted to (a shadow failing is harmless)
             routes = [await endpoints.learning.route(s.name) for s in spec.skills]
-            models |= {m for r in routes for m in (r.current, r.candidate) if m}
+            models |= {r.current for r in routes if r.current}
         await check_reachable(endpoints.slm, sorted(models))
         if endpoints.llm is not None:
             await check_reachable(endpoints.llm, [])

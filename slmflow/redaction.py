@@ -10,7 +10,7 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["Redactor", "redact", "redact_value"]
+__all__ = ["Redactor", "excerpt", "redact", "redact_value"]
 
 Redactor = Callable[[str], str]
 
@@ -23,10 +23,18 @@ def redact(text: str) -> str:
     return _CARD.sub("[card]", _EMAIL.sub("[email]", text))
 
 
+def excerpt(text: str, limit: int) -> str:
+    """The start of `text` for an error message, redacted before it is cut (a cut email escapes)."""
+    return redact(text)[:limit]
+
+
 def redact_value(value: Any, redactor: Redactor = redact) -> Any:
-    """`value` with every string inside it (keys included) redacted; other leaves unchanged."""
+    """`value` with every string inside it (keys included) redacted, and numbers that redact too."""
     if isinstance(value, str):
         return redactor(value)
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        text = str(value)
+        return value if redactor(text) == text else redactor(text)
     if isinstance(value, dict):
         return {redactor(str(k)): redact_value(v, redactor) for k, v in value.items()}
     if isinstance(value, list | tuple):

@@ -29,6 +29,7 @@ from slmflow.errors import (
     UnknownTool,
     UsageError,
 )
+from slmflow.redaction import excerpt
 
 __all__ = [
     "InProcessExecutor",
@@ -80,7 +81,7 @@ class ToolSpec:
                 arguments = json.loads(text or "{}")
             except json.JSONDecodeError as exc:
                 raise InvalidToolArguments(
-                    f"arguments of {self.name} are not valid JSON ({exc.msg}): {text[:200]!r}",
+                    f"arguments of {self.name} are not valid JSON ({exc.msg}): {excerpt(text, 200)!r}",
                     tool=self.name,
                 ) from None
         if not isinstance(arguments, Mapping):

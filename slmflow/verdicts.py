@@ -17,6 +17,7 @@ from pydantic import ValidationError
 
 from slmflow.errors import ToolError, ToolNotGranted
 from slmflow.models import Completion, Dialect
+from slmflow.redaction import excerpt
 from slmflow.results import EscalationReason
 from slmflow.skills import Label, Object, Skill, ToolCalls
 from slmflow.tools import ToolCall, ToolRegistry
@@ -130,11 +131,13 @@ def _parse_label(output: Label, text: str, dialect: Dialect) -> Verdict:
         try:
             label = str(json.loads(text)["label"])
         except (json.JSONDecodeError, KeyError, TypeError):
-            return Verdict.reject(EscalationReason.INVALID_OUTPUT, f"expected {{'label': ...}}, got {text[:200]!r}")
+            return Verdict.reject(
+                EscalationReason.INVALID_OUTPUT, f"expected {{'label': ...}}, got {excerpt(text, 200)!r}"
+            )
     if label not in output.labels:
         return Verdict.reject(
             EscalationReason.INVALID_OUTPUT,
-            f"{label[:100]!r} is not one of the labels: {', '.join(output.labels)}",
+            f"{excerpt(label, 100)!r} is not one of the labels: {', '.join(output.labels)}",
         )
     return Verdict(ok=True, answer=label)
 
@@ -143,7 +146,7 @@ def _parse_object(output: Object, text: str) -> Verdict:
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
-        return Verdict.reject(EscalationReason.INVALID_OUTPUT, f"not valid JSON ({exc.msg}): {text[:200]!r}")
+        return Verdict.reject(EscalationReason.INVALID_OUTPUT, f"not valid JSON ({exc.msg}): {excerpt(text, 200)!r}")
     try:
         return Verdict(ok=True, answer=output.model.model_validate(data))
     except ValidationError as exc:
@@ -159,7 +162,7 @@ def _parse_tool_calls(output: ToolCalls, completion: Completion, tools: ToolRegi
             if output.min_calls == output.max_calls
             else f"{output.min_calls} to {output.max_calls}"
         )
-        got = f"{len(raw)} calls" if raw else f"text {(completion.text or '')[:120]!r}"
+        got = f"{len(raw)} calls" if raw else f"text {excerpt(completion.text or '', 120)!r}"
         return Verdict.reject(EscalationReason.INVALID_OUTPUT, f"expected {wanted} tool call(s), got {got}")
     calls: list[ToolCall] = []
     for call in raw:

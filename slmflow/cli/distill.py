@@ -17,6 +17,7 @@ from slmflow.learning.store import DatasetStore
 from slmflow.learning.train import TrainConfig, read_dataset, train_adapter
 from slmflow.project import find_project
 from slmflow.settings import Settings, load_settings
+from slmflow.skills import Skill
 
 __all__ = ["app"]
 
@@ -32,8 +33,9 @@ def _store(settings: Settings) -> DatasetStore:
     return DatasetStore(settings.dataset_store_url)
 
 
-def _base_model(settings: Settings) -> str:
-    return settings.slm_model or settings.local_model
+def _base_model(settings: Settings, skill: Skill | None = None) -> str:
+    """What serves a skill with no route: its own `model`, or the endpoint's default."""
+    return (skill.model if skill else None) or settings.slm_model or settings.local_model
 
 
 @app.command()
@@ -74,7 +76,7 @@ def train(
     data: Annotated[Path, typer.Option("--data", "-d", help="Dataset written by `distill export`.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Adapter folder to write (e.g. adapters/NAME).")],
     epochs: Annotated[int, typer.Option(min=1)] = 3,
-    learning_rate: Annotated[float, typer.Option("--lr")] = 1e-3,
+    learning_rate: Annotated[float, typer.Option("--lr", min=1e-7, max=1.0)] = 1e-3,
     rank: Annotated[int, typer.Option(min=1, max=16, help="LoRA rank (the local server allows up to 16).")] = 8,
     batch_size: Annotated[int, typer.Option(min=1)] = 8,
     json_output: JsonOption = False,
@@ -129,9 +131,9 @@ def shadow(
 ) -> None:
     """Run a candidate adapter beside the skill's current model on a sample of live calls."""
     settings = load_settings()
-    find_project(settings.project).find_skill(skill)
+    spec_skill, _ = find_project(settings.project).find_skill(skill)
     route = adapter_ops.start_shadow(_store(settings), skill, adapter, rate)
-    current = route.current or _base_model(settings)
+    current = route.current or _base_model(settings, spec_skill)
     console.print(
         f"{adapter} shadows {current} on {rate:.0%} of {skill} calls; `slmflow distill promote {skill}` when ready"
     )
@@ -144,9 +146,9 @@ def promote(
 ) -> None:
     """Switch the skill to its candidate, only if its shadow figures beat the current model's."""
     settings = load_settings()
-    find_project(settings.project).find_skill(skill)
+    spec_skill, _ = find_project(settings.project).find_skill(skill)
     promoted, figures, why = adapter_ops.promote(
-        _store(settings), skill, _base_model(settings),
+        _store(settings), skill, _base_model(settings, spec_skill),
         min_calls=settings.promote_min_calls, margin=settings.promote_margin,
     )  # fmt: skip
     if json_output:
@@ -162,9 +164,11 @@ def promote(
 def rollback(skill: Annotated[str, typer.Argument(help="The skill.")]) -> None:
     """Switch the skill back to the model it ran before its last promotion."""
     settings = load_settings()
-    find_project(settings.project).find_skill(skill)
-    route = adapter_ops.rollback(_store(settings), skill)
-    console.print(f"{skill} runs on {route.current or _base_model(settings)} again (was {route.previous})")
+    spec_skill, _ = find_project(settings.project).find_skill(skill)
+    store = _store(settings)
+    was = store.route(skill).current
+    route = adapter_ops.rollback(store, skill)
+    console.print(f"{skill} runs on {route.current or _base_model(settings, spec_skill)} again (was {was})")
 
 
 @app.command()
@@ -174,12 +178,12 @@ def status(
 ) -> None:
     """The skill's route, its candidate's shadow figures, escalation rate per version, and history."""
     settings = load_settings()
-    find_project(settings.project).find_skill(skill)
+    spec_skill, _ = find_project(settings.project).find_skill(skill)
     store = _store(settings)
     if not store.exists():
         raise InvalidInput(f"nothing recorded yet in {store.url}: run jobs with SLMFLOW_RECORD=true first")
     route = store.route(skill)
-    figures = adapter_ops.shadow_figures(store, skill, _base_model(settings)) if route.candidate else None
+    figures = adapter_ops.shadow_figures(store, skill, _base_model(settings, spec_skill)) if route.candidate else None
     versions = store.version_figures(skill)
     events = store.events(skill)
     if json_output:
@@ -190,7 +194,7 @@ def status(
         })  # fmt: skip
         return
     shadowing = f", candidate {route.candidate} on {route.shadow_rate:.0%} of calls" if route.candidate else ""
-    console.print(f"{skill}: serving {route.current or _base_model(settings)}{shadowing}")
+    console.print(f"{skill}: serving {route.current or _base_model(settings, spec_skill)}{shadowing}")
     if figures:
         console.print(
             f"shadow: {figures.calls} calls, agreement {figures.agreement:.2f}, pass rate "

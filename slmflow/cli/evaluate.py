@@ -15,6 +15,8 @@ from slmflow.cli.output import console, err_console, print_json
 from slmflow.errors import UnknownGraph, UnknownSkill
 from slmflow.graphs import GraphSpec
 from slmflow.learning.evaluate import Case, ModelReport, evaluate, plot_reports, read_cases
+from slmflow.learning.hooks import Learning
+from slmflow.learning.store import DatasetStore
 from slmflow.local_server import serve
 from slmflow.models import Endpoints, check_reachable
 from slmflow.project import find_project
@@ -77,6 +79,10 @@ async def _run(
         slm_base_url = serve(settings, progress=lambda m: err_console.print(f"[dim]{m}[/]")).base_url
     endpoints = Endpoints.from_settings(settings, slm_base_url=slm_base_url)
     reports = []
+    recorder = None
+    if record:
+        recorder = Learning(DatasetStore(settings.dataset_store_url), record=True,
+                            rationale=settings.record_rationale, follow_routes=False)  # fmt: skip
     try:
         default = endpoints.slm.endpoint.default_model
         await check_reachable(endpoints.slm, sorted({m or default for m in models}))
@@ -90,7 +96,7 @@ async def _run(
 
                 reports.append(await evaluate(
                     subject, spec, cases, endpoints, model=model, slice_field=slice_field, concurrency=concurrency,
-                    progress=advance, record=endpoints.learning if record else None,
+                    progress=advance, record=recorder,
                 ))  # fmt: skip
     finally:
         await endpoints.aclose()

@@ -187,12 +187,15 @@ def rollback(store: DatasetStore, skill: str) -> Route:
     route = store.route(skill)
     if route.current is None:
         raise InvalidInput(f"{skill} runs on the base model: there is nothing to roll back")
+    if route.previous is None and any(e.action == "rollback" for e in store.events(skill)[-1:]):
+        raise InvalidInput(f"{skill} was just rolled back: promote a candidate to move forward again")
     versions = {v.slm_model: v for v in store.version_figures(skill)}
     figures = {
         name: {"runs": v.runs, "escalation_rate": v.escalation_rate}
         for name in (route.current, route.previous) if name and (v := versions.get(name))
     }  # fmt: skip
-    new = Route(skill=skill, current=route.previous, previous=route.current, candidate=None, shadow_rate=0.0)
+    # No way forward again by rolling back twice: the rolled-back adapter must be promoted anew.
+    new = Route(skill=skill, current=route.previous, previous=None, candidate=None, shadow_rate=0.0)
     store.set_route(new, AdapterEvent(skill=skill, action="rollback", adapter=route.previous, previous=route.current,
                                       figures=figures, note=f"back from {route.current}"))  # fmt: skip
     return new

@@ -23,7 +23,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 
 from slmflow.cascade import run_skill
 from slmflow.checkpoints import open_checkpointer
@@ -100,17 +100,19 @@ def read_cases(path: Path, slice_field: str | None = None) -> list[Case]:
             continue
         try:
             data = json.loads(line)
-            item = {"input": data["input"], "expected": data["expected"]}
-        except (ValueError, KeyError, TypeError):
-            raise InvalidInput(f"{path}:{number}: expected a JSON object with 'input' and 'expected'") from None
-        slices = {
-            k: str(v) for k, v in data.items() if k not in ("input", "expected") and not isinstance(v, dict | list)
-        }
+            slices = {
+                k: str(v) for k, v in data.items() if k not in ("input", "expected") and not isinstance(v, dict | list)
+            }
+            case = Case(input=data["input"], expected=data["expected"], slices=slices)
+        except (ValueError, KeyError, TypeError, AttributeError, ValidationError):
+            raise InvalidInput(
+                f"{path}:{number}: expected a JSON object with an 'input' object and 'expected'"
+            ) from None
         if slice_field and slice_field not in slices:
             raise InvalidInput(
                 f"{path}:{number} has no field {slice_field!r} to slice by (fields: {', '.join(slices)})"
             )
-        cases.append(Case(**item, slices=slices))
+        cases.append(case)
     if not cases:
         raise InvalidInput(f"{path} holds no cases")
     return cases
@@ -132,12 +134,21 @@ def _slm_answer(result: Any) -> Any:
     if not slm:
         return None
     output = slm[-1].output
+    if isinstance(output, list):  # tool calls as written: their arguments are still JSON text
+        return [{"name": c.get("name"), "arguments": _loads(c.get("arguments"))} for c in output]
     if isinstance(output, str):
         try:
             return json.loads(output) if output.lstrip().startswith("{") else output.strip()
         except ValueError:
             return output
     return output
+
+
+def _loads(text: Any) -> Any:
+    try:
+        return json.loads(text) if isinstance(text, str) else text
+    except ValueError:
+        return text
 
 
 async def _skill_case(skill: Skill, case: Case, endpoints: Endpoints, spec: GraphSpec) -> CaseResult:
@@ -248,7 +259,8 @@ async def evaluate(
 ) -> ModelReport:
     """Run every case on `model` (None: the endpoint's default) and sum up how it did."""
     if record is not None:
-        record = Learning(record.store, record=True, rationale=record.rationale, follow_routes=False)
+        record = Learning(record.store, record=True, rationale=record.rationale, follow_routes=False,
+                          redactor=record.redactor)  # fmt: skip
     endpoints = replace(endpoints, learning=record, _owned=[])  # the model given, never a route
     name = model or endpoints.slm.endpoint.default_model
     if model is not None:

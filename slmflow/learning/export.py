@@ -3,11 +3,12 @@
 Kept: answers a reviewer gave, LLM answers that passed the skill's checks, and (when asked) SLM
 answers that passed with at least a given confidence. One record per distinct input: a reviewer's
 answer wins over the LLM's, the LLM's over the SLM's, and a later answer over an earlier one.
-The split is by input hash, so an input is in the same split in every export.
+The split is by a hash of the (redacted) prompt, so an input is in the same split in every export.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Iterable
 from pathlib import Path
@@ -15,6 +16,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from slmflow.errors import InvalidInput
 from slmflow.learning.store import RunRecord
 from slmflow.skills import Label, Object, Skill
 
@@ -67,9 +69,11 @@ def _selected(runs: Iterable[RunRecord], include_slm: bool, min_confidence: floa
             continue
         if run.source == "slm" and (not include_slm or (run.confidence or 0.0) < min_confidence):
             continue
-        held = chosen.get(run.input_hash)
+        # Keyed by the prompt as stored (redacted): two inputs that differ only in an email are one example.
+        key = hashlib.sha256(json.dumps(run.messages, sort_keys=True).encode()).hexdigest()
+        held = chosen.get(key)
         if held is None or _RANK[run.source] >= _RANK[held.source or "slm"]:
-            chosen[run.input_hash] = run
+            chosen[key] = run
     return chosen
 
 
@@ -105,6 +109,8 @@ def export_records(
                 "messages": [*run.messages[:-1], explain, {"role": "assistant", "content": run.rationale}],
             }))  # fmt: skip
             with_rationale += 1
+    if out.is_dir():
+        raise InvalidInput(f"--out {out} is a directory: give the JSONL file to write")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("".join(f"{line}\n" for line in lines))
     return ExportReport(

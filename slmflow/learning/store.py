@@ -150,7 +150,7 @@ class DatasetStore:
             import psycopg
 
             try:
-                conn = psycopg.connect(self.url, autocommit=True)
+                conn = psycopg.connect(self.url, autocommit=True, connect_timeout=5)
             except psycopg.OperationalError as exc:
                 raise EndpointUnreachable(
                     f"cannot reach the dataset store at {self.url}: fix SLMFLOW_DATASET_URL ({exc})"
@@ -174,9 +174,23 @@ class DatasetStore:
     def _execute(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         if self._postgres:
             sql = sql.replace("?", "%s")
-        with self._cursor() as conn:
-            cursor = conn.execute(sql, tuple(params))
-            return list(cursor.fetchall()) if cursor.description else []
+        for attempt in (1, 2):
+            with self._cursor() as conn:
+                try:
+                    cursor = conn.execute(sql, tuple(params))
+                    return list(cursor.fetchall()) if cursor.description else []
+                except Exception as exc:
+                    if attempt == 2 or not self._lost(conn, exc):
+                        raise
+                    self._conn = None  # the server restarted or dropped us: connect again, once
+        raise AssertionError("unreachable")
+
+    def _lost(self, conn: Any, exc: Exception) -> bool:
+        if not self._postgres:
+            return False
+        import psycopg
+
+        return bool(conn.closed) or isinstance(exc, psycopg.OperationalError)
 
     def close(self) -> None:
         """Close the connection."""

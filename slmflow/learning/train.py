@@ -162,6 +162,8 @@ def train_adapter(
     data_skill, train_records, validation_records = read_dataset(data)
     if skill is not None and skill != data_skill:
         raise InvalidInput(f"{data} holds examples of skill {data_skill!r}, not {skill!r}")
+    if out.exists() and not out.is_dir():
+        raise InvalidInput(f"--out {out} is a file: give a folder for the adapter")
     if not (base_model / "config.json").exists():
         raise SettingsError(f"no base model at {base_model}: run `slmflow models prepare` first")
     # Imported here: torch, transformers and peft take seconds to import and only training needs them.

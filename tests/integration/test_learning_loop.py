@@ -59,10 +59,8 @@ def teacher_for(labels: dict[str, str], asked: list[str]) -> Any:
 
 
 async def shadow_on_heldout(slm_url: str, store: DatasetStore, count: int) -> None:
-    endpoints = Endpoints(
-        slm=ModelClient(Endpoint(tier=Tier.SLM, base_url=slm_url, default_model="smollm2-135m", timeout=120)),
-        learning=Learning(store, record=False, route_ttl_s=0),
-    )
+    slm = ModelClient(Endpoint(tier=Tier.SLM, base_url=slm_url, default_model="smollm2-135m", timeout=120))
+    endpoints = Endpoints(slm=slm, learning=Learning(store, record=False, route_ttl_s=0), _owned=[slm])
     try:
         for case in read_cases(INTENTS / "heldout.jsonl")[:count]:
             await run_skill(classify, case.input, endpoints)

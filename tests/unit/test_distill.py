@@ -110,7 +110,7 @@ def test_promotion_switches_when_the_candidate_wins_and_rollback_switches_back(t
     assert promoted and (figures.candidate_pass_rate, figures.current_pass_rate) == (1.0, 0.4)
     assert store.route("s") == Route(skill="s", current="v2", previous=None)
     back = adapters.rollback(store, "s")
-    assert (back.current, back.previous) == (None, "v2")
+    assert (back.current, back.previous) == (None, None)
     assert [e.action for e in store.events("s")] == ["shadow", "promote", "rollback"]
     from slmflow.errors import InvalidInput
 
@@ -209,3 +209,24 @@ def test_a_routed_adapter_the_server_does_not_serve_fails_before_the_job(tmp_pat
         done = slmflow("run", "support_triage", "--input", ticket, SLMFLOW_SLM_BASE_URL=server.base_url,
                        SLMFLOW_SLM_MODEL="slm", SLMFLOW_DATASET_URL=url)  # fmt: skip
     assert_user_error(done, "does not serve classify_intent-gone", "load the adapter")
+
+
+def test_a_rolled_back_adapter_does_not_come_back_by_rolling_back_again(tmp_path: Path) -> None:
+    store = DatasetStore(f"sqlite:///{tmp_path / 'd.db'}")
+    for name, previous in (("a", None), ("b", "a")):
+        store.set_route(Route(skill="s", current=name, previous=previous),
+                        AdapterEvent(skill="s", action="promote", adapter=name, previous=previous))  # fmt: skip
+    assert adapters.rollback(store, "s").current == "a"
+    from slmflow.errors import InvalidInput
+
+    with pytest.raises(InvalidInput, match="just rolled back"):
+        adapters.rollback(store, "s")
+    assert store.route("s").current == "a"
+
+
+def test_eval_data_with_a_bad_line_names_it(tmp_path: Path) -> None:
+    data = tmp_path / "cases.jsonl"
+    data.write_text('{"input": {"ticket": "hi"}, "expected": "other"}\n{"input": "hi", "expected": "other"}\n')
+    assert_user_error(slmflow("eval", "classify_intent", "--data", str(data)), "cases.jsonl:2", "'input' object")
+    assert_user_error(slmflow("eval", "classify_intent", "--data", str(data), "--slice", "segment"),
+                      "cases.jsonl:1 has no field 'segment'")  # fmt: skip

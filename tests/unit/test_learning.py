@@ -224,3 +224,26 @@ def test_store_keeps_runs_routes_and_events(store: DatasetStore) -> None:
                     AdapterEvent(skill=skill, action="promote", adapter="b", previous="a"))  # fmt: skip
     assert store.route(skill) == Route(skill=skill, current="b", previous="a")
     assert [(e.adapter, e.figures) for e in store.events(skill)] == [("a", {"calls": 3}), ("b", {})]
+
+
+def test_redaction_covers_cut_off_echoes_and_numbers() -> None:
+    from slmflow.redaction import excerpt, redact_value
+
+    long_label = "x" * 90 + " jane.doe@example.org"
+    assert "jane" not in excerpt(long_label, 100) and "[email]" in excerpt(long_label, 100)
+    assert redact_value({"card": 4111111111111111, "amount": 59.99, "ok": True}) == {
+        "card": "[card]", "amount": 59.99, "ok": True,
+    }  # fmt: skip
+
+
+async def test_a_label_echoed_in_an_error_is_redacted_before_it_is_cut(
+    server: ScriptedServer, store: DatasetStore
+) -> None:
+    skill = skill_named("echo")
+    server.scripts["slm"] = [Reply(text="y" * 95 + f" {EMAIL}")] * 2  # not a label: echoed in the error
+    endpoints = endpoints_with(server, store, llm=None, record=True)
+    result = await run_skill(skill.model_copy(update={"min_confidence": 0.0}), {"ticket": "hi"}, endpoints)
+    await endpoints.aclose()
+    assert result.attempts[0].errors and "jane.doe" not in result.attempts[0].errors[0]
+    stored = everything_stored(store, skill.name)
+    assert "jane.doe" not in stored and "@example" not in stored
