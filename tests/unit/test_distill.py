@@ -230,3 +230,17 @@ def test_eval_data_with_a_bad_line_names_it(tmp_path: Path) -> None:
     assert_user_error(slmflow("eval", "classify_intent", "--data", str(data)), "cases.jsonl:2", "'input' object")
     assert_user_error(slmflow("eval", "classify_intent", "--data", str(data), "--slice", "segment"),
                       "cases.jsonl:1 has no field 'segment'")  # fmt: skip
+
+
+def test_eval_of_a_graph_compares_the_job_output_with_the_expected_fields(tmp_path: Path) -> None:
+    cases = [json.loads(line) for line in (EXAMPLES / "cases.jsonl").read_text().splitlines()][:2]
+    data = tmp_path / "jobs.jsonl"
+    data.write_text("".join(json.dumps(c) + "\n" for c in cases))  # T01 (the scripted model's) and T02
+    with ScriptedServer({"slm": triage_reply}) as server:
+        done = slmflow("eval", "support_triage", "--data", str(data), "--json", SLMFLOW_SLM_BASE_URL=server.base_url,
+                       SLMFLOW_SLM_MODEL="slm", SHOP_DB=str(tmp_path / "shop.db"))  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    [report] = json.loads(done.stdout)["reports"]
+    # The scripted model answers every step for T01; on T02 its extraction invents T01's fields.
+    assert (report["target"], report["cases"], report["accuracy"]) == ("support_triage", 2, 0.5)
+    assert report["escalation_rate"] == 0.5 and report["reasons"] == {"check_failed": 1}
