@@ -23,6 +23,7 @@ import pytest
 import redis
 
 from slmflow import Client, InvalidInput, JobCancelled, JobNeedsReview, JobStatus, UnknownGraph
+from slmflow.learning.store import DatasetStore, RunRecord
 from slmflow.testing import Reply, ScriptedServer
 from tests.conftest import EXAMPLES, ROOT, triage_reply
 
@@ -252,6 +253,7 @@ def test_cancel_of_a_running_job_stops_it(fleet: Fleet) -> None:
 
 def test_needs_review_then_review_resumes_to_succeeded(fleet: Fleet) -> None:
     fleet.model.invent_order = True  # extraction fails its check on every try; no LLM configured
+    fleet.env.update({"SLMFLOW_RECORD": "true", "SLMFLOW_DATASET_URL": PG_URL})  # the fleet's dataset store
     fleet.start_jobs_worker()
     job = fleet.client.submit("support_triage", T01)
     with pytest.raises(JobNeedsReview) as paused:
@@ -271,6 +273,20 @@ def test_needs_review_then_review_resumes_to_succeeded(fleet: Fleet) -> None:
     assert after["classify_intent"] == asked["classify_intent"] == 1
     assert after["extract_fields"] == asked["extract_fields"] == 2
     assert after["draft_reply"] == 1
+    # The jobs worker recorded every step in Postgres, the reviewer's answer as the human source, redacted.
+    store = DatasetStore(PG_URL)
+    try:
+        runs: dict[str, list[RunRecord]] = {
+            skill: [r for r in store.runs(skill) if r.job_id == job.id]
+            for skill in ("classify_intent", "extract_fields", "draft_reply")
+        }
+        assert [(r.source, r.status) for r in runs["classify_intent"]] == [("slm", "ok")]
+        assert [(r.source, r.status) for r in runs["extract_fields"]] == [(None, "needs_review"), ("human", "ok")]
+        assert runs["extract_fields"][1].answer == {"order_id": "ORD-10012", "amount": 59.99, "email": "[email]"}
+        assert runs["draft_reply"][0].source == "slm"
+    finally:
+        store._execute("DELETE FROM slmflow_skill_runs WHERE job_id = ?", (job.id,))
+        store.close()
 
 
 def test_events_are_complete_ordered_and_resumable(fleet: Fleet) -> None:
