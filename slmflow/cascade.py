@@ -74,9 +74,13 @@ async def run_skill(
     run = SkillRun(endpoints, tools, executor or InProcessExecutor(), job_id, step or skill.name)
     with telemetry.skill_span(skill.name, run.step or skill.name, job_id) as span:
         started = time.perf_counter()
-        result = await _Cascade(skill, data, run).run()
+        cascade = _Cascade(skill, data, run)
+        result = await cascade.run()
+        slm_model = cascade.slm_model or endpoints.slm.endpoint.default_model
         telemetry.record_skill(skill.name, result.status, [str(e.reason) for e in result.escalations],
-                               time.perf_counter() - started, result.usage.cost, result.usage.all_llm_cost)  # fmt: skip
+                               time.perf_counter() - started, result.usage.cost, result.usage.all_llm_cost,
+                               slm_model)  # fmt: skip
+        span.set_attribute("slmflow.slm_model", slm_model)
         span.set_attribute("slmflow.status", result.status)
         span.set_attribute("slmflow.tier", str(result.tier or "review"))
         if result.confidence is not None:

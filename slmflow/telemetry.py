@@ -176,11 +176,19 @@ def record_call(skill: str, tier: str, model: str, verdict: str, input_tokens: i
     _call_duration.record(seconds, {**common, "gen_ai.operation.name": "chat"})
 
 
-def record_skill(skill: str, status: str, reasons: list[str], seconds: float, cost: float, all_llm: float) -> None:
-    """Metrics of one skill run: its time, escalations and cost against an all-LLM run."""
-    _step_duration.record(seconds, {"slmflow.skill": skill, "slmflow.status": status})
+def record_skill(
+    skill: str, status: str, reasons: list[str], seconds: float, cost: float, all_llm: float, slm_model: str = ""
+) -> None:
+    """Metrics of one skill run: its time, escalations and cost against an all-LLM run.
+
+    Runs and escalations carry the SLM model or adapter that served the skill: the escalation rate
+    of each adapter version is escalations over runs with the same `slmflow.slm_model`.
+    """
+    _step_duration.record(seconds, {"slmflow.skill": skill, "slmflow.status": status, "slmflow.slm_model": slm_model})
     for reason in reasons:
-        _escalations.add(1, {"slmflow.skill": skill, "slmflow.escalation_reason": reason})
+        _escalations.add(
+            1, {"slmflow.skill": skill, "slmflow.escalation_reason": reason, "slmflow.slm_model": slm_model}
+        )
     _cost.add(cost, {"slmflow.skill": skill, "slmflow.cost_kind": "actual"})
     _cost.add(all_llm, {"slmflow.skill": skill, "slmflow.cost_kind": "all_llm"})
 

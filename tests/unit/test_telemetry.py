@@ -146,6 +146,7 @@ async def test_metrics_count_calls_tokens_escalations_and_cost(ticket) -> None:
     assert calls[("extract_fields", "llm", "ok")] == 1
     [escalation] = [p for p in points["slmflow.escalations"] if p.attributes["slmflow.skill"] == "extract_fields"]
     assert escalation.attributes["slmflow.escalation_reason"] == "check_failed" and escalation.value == 1
+    assert escalation.attributes["slmflow.slm_model"] == "slm"  # per adapter version
     costs = {p.attributes["slmflow.cost_kind"]: p.value for p in points["slmflow.cost"]
              if p.attributes["slmflow.skill"] == "extract_fields"}  # fmt: skip
     assert costs["actual"] > 0 and costs["all_llm"] > 0
