@@ -17,7 +17,10 @@ ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples" / "support_triage"
 
 # Tools write (opened cases) into the shop database: never into the developer's cache.
-os.environ["SHOP_DB"] = str(Path(tempfile.mkdtemp(prefix="slmflow-tests-")) / "shop.db")
+_SCRATCH = Path(tempfile.mkdtemp(prefix="slmflow-tests-"))
+os.environ["SHOP_DB"] = str(_SCRATCH / "shop.db")
+# Routes and recorded runs of the tests never mix with the developer's dataset store (or CI's cache).
+os.environ["SLMFLOW_DATASET_URL"] = f"sqlite:///{_SCRATCH / 'dataset.db'}"
 
 
 def triage_reply(body: dict[str, Any]) -> Reply:

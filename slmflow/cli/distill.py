@@ -132,6 +132,8 @@ def shadow(
     """Run a candidate adapter beside the skill's current model on a sample of live calls."""
     settings = load_settings()
     spec_skill, _ = find_project(settings.project).find_skill(skill)
+    adapter_ops.validate_rate(rate)
+    adapter_ops.require_served(settings.slm_base_url or settings.local_base_url, adapter)
     route = adapter_ops.start_shadow(_store(settings), skill, adapter, rate)
     current = route.current or _base_model(settings, spec_skill)
     console.print(

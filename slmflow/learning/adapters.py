@@ -28,7 +28,9 @@ __all__ = [
     "promote",
     "rollback",
     "shadow_figures",
+    "require_served",
     "start_shadow",
+    "validate_rate",
 ]
 
 
@@ -118,10 +120,30 @@ def _current_name(route: Route, base_model: str) -> str:
     return route.current or base_model
 
 
-def start_shadow(store: DatasetStore, skill: str, candidate: str, rate: float) -> Route:
-    """Run `candidate` beside the skill's current model on a `rate` sample of live calls."""
+def validate_rate(rate: float) -> float:
+    """A shadow sample rate, or `InvalidInput` saying what it must be."""
     if not 0.0 < rate <= 1.0:
         raise InvalidInput(f"shadow rate {rate} must be in (0, 1]: the share of live calls the candidate also answers")
+    return rate
+
+
+def require_served(base_url: str, name: str) -> None:
+    """Fail unless the server at `base_url` serves model `name` (a shadow of nothing helps no one)."""
+    from slmflow.local_server import server_is_up
+
+    served = server_is_up(base_url, timeout=10.0)
+    if served is None:
+        raise EndpointUnreachable(f"nothing answers at {base_url}: start the model server, then load the adapter")
+    if name not in served:
+        raise UsageError(
+            f"{base_url} does not serve {name!r} (it serves: {', '.join(served)}): "
+            "load it first with `slmflow distill load ADAPTER_DIR`"
+        )
+
+
+def start_shadow(store: DatasetStore, skill: str, candidate: str, rate: float) -> Route:
+    """Run `candidate` beside the skill's current model on a `rate` sample of live calls."""
+    validate_rate(rate)
     route = store.route(skill)
     if candidate == route.current:
         raise InvalidInput(f"{candidate!r} already serves {skill}: shadow a different adapter")

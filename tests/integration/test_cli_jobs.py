@@ -55,7 +55,7 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     redis.Redis.from_url(REDIS_URL).flushdb()
     shop_db = tmp_path_factory.mktemp("fleet") / "shop.db"
     with ScriptedServer({"slm": triage_reply}) as server:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("SLMFLOW_")}
+        env = {k: v for k, v in os.environ.items() if not k.startswith("SLMFLOW_") or k == "SLMFLOW_DATASET_URL"}
         env.update(SLMFLOW_REDIS_URL=REDIS_URL, SLMFLOW_SLM_BASE_URL=server.base_url, SLMFLOW_SLM_MODEL="slm",
                    SLMFLOW_CHECKPOINT_URL=CHECKPOINT_URL, SHOP_DB=str(shop_db))  # fmt: skip
         workers = [_start_worker("slmflow.jobs", env), _start_worker("slmflow.tools", env)]
@@ -67,7 +67,7 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
 
 
 def slmflow(*args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SLMFLOW_")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SLMFLOW_") or k == "SLMFLOW_DATASET_URL"}
     env["SLMFLOW_REDIS_URL"] = REDIS_URL
     return subprocess.run([sys.executable, "-m", "slmflow", *args], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=120)  # fmt: skip

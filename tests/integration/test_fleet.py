@@ -73,7 +73,7 @@ class Fleet:
     def __init__(self, server: ScriptedServer, model: Model, shop_db: Path) -> None:
         self.server, self.model, self.shop_db = server, model, shop_db
         self.env = {
-            **{k: v for k, v in os.environ.items() if not k.startswith("SLMFLOW_")},
+            **{k: v for k, v in os.environ.items() if not k.startswith("SLMFLOW_") or k == "SLMFLOW_DATASET_URL"},
             "SLMFLOW_REDIS_URL": REDIS_URL,
             "SLMFLOW_CHECKPOINT_URL": PG_URL,
             "SLMFLOW_SLM_BASE_URL": server.base_url,

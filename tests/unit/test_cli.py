@@ -17,7 +17,8 @@ T01 = str(EXAMPLES / "t01_refund_request.json")
 
 
 def slmflow(*args: str, cwd: Path = ROOT, **env: str) -> subprocess.CompletedProcess[str]:
-    environment = {k: v for k, v in os.environ.items() if not k.startswith("SLMFLOW_")}
+    # The tests' own dataset store (conftest), never the one in the developer's or CI's cache.
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("SLMFLOW_") or k == "SLMFLOW_DATASET_URL"}
     environment.update(env)
     return subprocess.run([sys.executable, "-m", "slmflow", *args], cwd=cwd, env=environment,
                           capture_output=True, text=True, timeout=120)  # fmt: skip

@@ -244,3 +244,17 @@ def test_eval_of_a_graph_compares_the_job_output_with_the_expected_fields(tmp_pa
     # The scripted model answers every step for T01; on T02 its extraction invents T01's fields.
     assert (report["target"], report["cases"], report["accuracy"]) == ("support_triage", 2, 0.5)
     assert report["escalation_rate"] == 0.5 and report["reasons"] == {"check_failed": 1}
+
+
+def test_shadow_needs_the_candidate_to_be_served(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'd.db'}"
+    with ScriptedServer({"slm": [], "classify_intent-v2": []}) as server:
+        missing = slmflow("distill", "shadow", "classify_intent", "classify_intent-v3", SLMFLOW_DATASET_URL=url,
+                          SLMFLOW_SLM_BASE_URL=server.base_url)  # fmt: skip
+        assert_user_error(missing, "does not serve 'classify_intent-v3'", "slmflow distill load")
+        done = slmflow("distill", "shadow", "classify_intent", "classify_intent-v2", SLMFLOW_DATASET_URL=url,
+                       SLMFLOW_SLM_BASE_URL=server.base_url)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert DatasetStore(url).route("classify_intent").candidate == "classify_intent-v2"
+    down = slmflow("distill", "shadow", "classify_intent", "v2", SLMFLOW_SLM_BASE_URL="http://127.0.0.1:9/v1")
+    assert_user_error(down, "nothing answers at http://127.0.0.1:9/v1")
