@@ -25,24 +25,19 @@ import random
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from pydantic import BaseModel
 
 from slmflow import telemetry
 from slmflow.errors import ModelError, ModelTimeout, ToolError
-from slmflow.learning.hooks import answer_key, input_hash
-from slmflow.learning.store import RunRecord, ShadowCall
+from slmflow.learning.hooks import Learning, answer_key, said
 from slmflow.models import Completion, Endpoints, ModelClient, Tier
 from slmflow.prompts import feedback_message, render_messages
 from slmflow.results import Attempt, Escalation, EscalationReason, SkillResult
 from slmflow.skills import Skill, ToolCalls
 from slmflow.tools import InProcessExecutor, ToolCall, ToolContext, ToolExecutor, ToolRegistry
 from slmflow.verdicts import Verdict, constraint, judge
-
-if TYPE_CHECKING:
-    from slmflow.learning.hooks import Learning
-    from slmflow.learning.store import Route
 
 log = logging.getLogger("slmflow.cascade")
 __all__ = ["SkillRun", "run_skill"]
@@ -76,7 +71,7 @@ async def run_skill(
         started = time.perf_counter()
         cascade = _Cascade(skill, data, run)
         result = await cascade.run()
-        slm_model = cascade.slm_model or endpoints.slm.endpoint.default_model
+        slm_model = cascade.slm_name()
         telemetry.record_skill(skill.name, result.status, [str(e.reason) for e in result.escalations],
                                time.perf_counter() - started, result.usage.cost, result.usage.all_llm_cost,
                                slm_model)  # fmt: skip
@@ -98,8 +93,8 @@ class _Cascade:
         self.base_messages = render_messages(skill, values, run.tools)
         self.result = SkillResult(skill=skill.name, status="needs_review")
         self.slm_model = skill.model
-        self.first_slm: tuple[Verdict, Any] | None = None
-        """The SLM's first verdict and what it said (before any tool ran): what a shadow candidate meets."""
+        self.first_slm: tuple[bool, Any] | None = None
+        """Whether the SLM's first answer passed, and the answer (before any tool ran): what a shadow meets."""
 
     def tiers(self) -> list[tuple[Tier, ModelClient, str | None, int]]:
         tiers = [(Tier.SLM, self.run_.endpoints.slm, self.slm_model, self.skill.slm_attempts)]
@@ -123,8 +118,10 @@ class _Cascade:
             if shadow is not None:
                 shadow.cancel()
             raise
-        if shadow is not None:
-            await self._compare(learning, route, await shadow)
+        candidate = await shadow if shadow is not None else None
+        if candidate is not None and self.first_slm is not None and route.candidate:
+            await learning.compare_shadow(self.skill.name, self.slm_name(), route.candidate, self.first_slm,
+                                          candidate, self.result)  # fmt: skip
         if learning.record:
             await self._keep(learning)
         return result
@@ -192,10 +189,10 @@ class _Cascade:
             gate_confidence=tier is Tier.SLM,
         )
         if tier is Tier.SLM and self.first_slm is None:
-            self.first_slm = (verdict, _normal(verdict, completion))
+            self.first_slm = _judged(verdict, completion)
         return verdict, completion
 
-    async def _shadow(self, candidate: str) -> tuple[Verdict, Any] | None:
+    async def _shadow(self, candidate: str) -> tuple[bool, Any] | None:
         """The candidate adapter's verdict on this input; its tool calls are judged, never run."""
         client = self.run_.endpoints.slm
         request = constraint(self.skill, client.endpoint.dialect, self.run_.tools)
@@ -212,54 +209,20 @@ class _Cascade:
             verdict = judge(self.skill, completion, self.values, dialect=client.endpoint.dialect,
                             tools=self.run_.tools, gate_confidence=True)  # fmt: skip
             span.set_attribute("slmflow.verdict", "ok" if verdict.ok else str(verdict.reason))
-        return verdict, _normal(verdict, completion)
-
-    async def _compare(self, learning: Learning, route: Route, shadow: tuple[Verdict, Any] | None) -> None:
-        if shadow is None or self.first_slm is None:
-            return
-        (current, said), (candidate, candidate_said) = self.first_slm, shadow
-        reference = None
-        if self.result.ok and self.result.tier is not Tier.SLM:
-            reference = answer_key(self.result.answer)
-        mine, theirs = answer_key(said), answer_key(candidate_said)
-        await learning.keep_shadow(
-            ShadowCall(
-                skill=self.skill.name,
-                current=self.slm_model or self.run_.endpoints.slm.endpoint.default_model,
-                candidate=route.candidate or "",
-                agree=said is not None and mine == theirs,
-                current_ok=current.ok,
-                candidate_ok=candidate.ok,
-                final_source=self.result.tier.value if self.result.ok and self.result.tier else None,
-                current_right=None if reference is None else mine == reference,
-                candidate_right=None if reference is None else theirs == reference,
-            )
-        )
+        return _judged(verdict, completion)
 
     async def _keep(self, learning: Learning) -> None:
-        """Record this run for training, redacted; an LLM answer may come with a rationale."""
-        result = self.result
+        """Record this run for training; an LLM answer may come with a rationale."""
         rationale = None
-        if learning.rationale and result.ok and result.tier is Tier.LLM:
+        if learning.rationale and self.result.ok and self.result.tier is Tier.LLM:
             rationale = await self._rationale()
-        await learning.keep(
-            RunRecord(
-                skill=self.skill.name,
-                job_id=self.run_.job_id,
-                step=self.run_.step,
-                slm_model=self.slm_model or self.run_.endpoints.slm.endpoint.default_model,
-                source=result.tier.value if result.ok and result.tier else None,
-                status=result.status,
-                reasons=[str(e.reason) for e in result.escalations],
-                input_hash=input_hash(self.values),
-                messages=learning.redacted(self.base_messages),
-                tools=constraint(self.skill, "vllm", self.run_.tools).get("tools"),
-                attempts=learning.redacted([a.model_dump(mode="json") for a in result.attempts]),
-                answer=learning.redacted(json.loads(answer_key(result.answer))) if result.ok else None,
-                confidence=result.confidence,
-                rationale=learning.redacted(rationale) if rationale else None,
-            )
-        )
+        await learning.keep_run(self.skill, self.values, self.base_messages, self.run_.tools, self.result,
+                                job_id=self.run_.job_id, step=self.run_.step, slm_model=self.slm_name(),
+                                rationale=rationale)  # fmt: skip
+
+    def slm_name(self) -> str:
+        """The model or adapter the SLM tier asks."""
+        return self.slm_model or self.run_.endpoints.slm.endpoint.default_model
 
     async def _rationale(self) -> str | None:
         """One sentence from the LLM on why its answer is right: extra signal for distillation."""
@@ -345,29 +308,9 @@ def _raw_output(completion: Completion | None) -> Any:
     return completion.text
 
 
-def _normal(verdict: Verdict, completion: Completion) -> Any:
-    """An answer in the form the kept answer takes (parsed when valid), comparable across models."""
-    return _jsonable(verdict.answer) if verdict.ok else _said(completion)
-
-
-def _said(completion: Completion) -> Any:
-    """What a model answered, comparable across models: a label, an object, or calls with arguments."""
-    if completion.tool_calls:
-        calls = []
-        for call in completion.tool_calls:
-            try:
-                arguments: Any = json.loads(call.arguments or "{}")
-            except ValueError:
-                arguments = call.arguments
-            calls.append({"name": call.name, "arguments": arguments})
-        return calls
-    text = (completion.text or "").strip()
-    if text.startswith("{"):
-        try:
-            return json.loads(text)
-        except ValueError:
-            return text
-    return text or None
+def _judged(verdict: Verdict, completion: Completion) -> tuple[bool, Any]:
+    """Whether an answer passed, and the answer in the kept answer's form (parsed when valid)."""
+    return verdict.ok, _jsonable(verdict.answer) if verdict.ok else said(_raw_output(completion))
 
 
 def _jsonable(answer: Any) -> Any:

@@ -29,8 +29,12 @@ app = typer.Typer(
 JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON object and nothing else.")]
 
 
-def _store(settings: Settings) -> DatasetStore:
-    return DatasetStore(settings.dataset_store_url)
+def _store(settings: Settings, *, recorded: bool = False) -> DatasetStore:
+    """The dataset store; with `recorded`, one that has something in it or a `UsageError` saying so."""
+    store = DatasetStore(settings.dataset_store_url)
+    if recorded and not store.exists():
+        raise InvalidInput(f"nothing recorded yet in {store.url}: run jobs with SLMFLOW_RECORD=true first")
+    return store
 
 
 def _base_model(settings: Settings, skill: Skill | None = None) -> str:
@@ -51,9 +55,7 @@ def export(
     """Write chat-format SFT records from LLM and reviewer answers (de-duplicated, split)."""
     settings = load_settings()
     spec_skill, _ = find_project(settings.project).find_skill(skill)
-    store = _store(settings)
-    if not store.exists():
-        raise InvalidInput(f"nothing recorded yet in {store.url}: run jobs with SLMFLOW_RECORD=true first")
+    store = _store(settings, recorded=True)
     report = export_records(
         spec_skill, store.runs(skill), out, include_slm=include_slm, min_confidence=min_confidence,
         validation_fraction=validation, rationales=rationales,
@@ -181,9 +183,7 @@ def status(
     """The skill's route, its candidate's shadow figures, escalation rate per version, and history."""
     settings = load_settings()
     spec_skill, _ = find_project(settings.project).find_skill(skill)
-    store = _store(settings)
-    if not store.exists():
-        raise InvalidInput(f"nothing recorded yet in {store.url}: run jobs with SLMFLOW_RECORD=true first")
+    store = _store(settings, recorded=True)
     route = store.route(skill)
     figures = adapter_ops.shadow_figures(store, skill, _base_model(settings, spec_skill)) if route.candidate else None
     versions = store.version_figures(skill)

@@ -30,7 +30,7 @@ from slmflow.checkpoints import open_checkpointer
 from slmflow.errors import InvalidInput
 from slmflow.graphs import GraphSpec
 from slmflow.jobs import JobStatus, run_job
-from slmflow.learning.hooks import Learning, answer_key
+from slmflow.learning.hooks import Learning, answer_key, said
 from slmflow.models import Endpoints, Tier
 from slmflow.skills import Skill
 
@@ -133,22 +133,7 @@ def _slm_answer(result: Any) -> Any:
     slm = [a for a in result.attempts if a.tier == Tier.SLM and a.output is not None]
     if not slm:
         return None
-    output = slm[-1].output
-    if isinstance(output, list):  # tool calls as written: their arguments are still JSON text
-        return [{"name": c.get("name"), "arguments": _loads(c.get("arguments"))} for c in output]
-    if isinstance(output, str):
-        try:
-            return json.loads(output) if output.lstrip().startswith("{") else output.strip()
-        except ValueError:
-            return output
-    return output
-
-
-def _loads(text: Any) -> Any:
-    try:
-        return json.loads(text) if isinstance(text, str) else text
-    except ValueError:
-        return text
+    return said(slm[-1].output)
 
 
 async def _skill_case(skill: Skill, case: Case, endpoints: Endpoints, spec: GraphSpec) -> CaseResult:

@@ -17,14 +17,16 @@ from collections.abc import Mapping
 from typing import Any
 
 from slmflow.learning.store import DatasetStore, Route, RunRecord, ShadowCall
+from slmflow.models import Tier
 from slmflow.prompts import render_messages
 from slmflow.redaction import Redactor, redact, redact_value
+from slmflow.results import SkillResult
 from slmflow.settings import Settings
 from slmflow.skills import Skill
 from slmflow.tools import ToolRegistry
 from slmflow.verdicts import constraint
 
-__all__ = ["Learning", "answer_key", "input_hash"]
+__all__ = ["Learning", "answer_key", "input_hash", "said"]
 
 log = logging.getLogger("slmflow.learning")
 
@@ -41,6 +43,24 @@ def answer_key(answer: Any) -> str:
             {"name": c.get("name"), "arguments": c.get("arguments")} if isinstance(c, dict) else c for c in answer
         ]
     return json.dumps(answer, sort_keys=True, default=str)
+
+
+def said(output: Any) -> Any:
+    """What a model wrote (an attempt's `output`) in comparable form: a label, a parsed object, or
+    tool calls with parsed arguments; None when it wrote nothing."""
+    if isinstance(output, list):
+        return [{"name": c.get("name"), "arguments": _parsed(c.get("arguments") or "{}")} for c in output]
+    if isinstance(output, str):
+        text = output.strip()
+        return (_parsed(text) if text.startswith("{") else text) or None
+    return output
+
+
+def _parsed(text: Any) -> Any:
+    try:
+        return json.loads(text) if isinstance(text, str) else text
+    except ValueError:
+        return text
 
 
 class Learning:
@@ -91,13 +111,42 @@ class Learning:
         self._routes[skill] = (now, route)
         return route
 
-    def forget_routes(self) -> None:
-        """Read routes from the store again on next use."""
-        self._routes.clear()
-
     def redacted(self, value: Any) -> Any:
         """`value` with every string redacted."""
         return redact_value(value, self.redactor)
+
+    async def keep_run(
+        self,
+        skill: Skill,
+        values: Mapping[str, Any],
+        messages: list[dict[str, Any]],
+        tools: ToolRegistry | None,
+        result: SkillResult,
+        *,
+        job_id: str,
+        step: str | None,
+        slm_model: str,
+        rationale: str | None = None,
+    ) -> None:
+        """Store one cascade run for training, redacted: prompt, every attempt, who answered."""
+        await self.keep(
+            RunRecord(
+                skill=skill.name,
+                job_id=job_id,
+                step=step,
+                slm_model=slm_model,
+                source=result.tier.value if result.ok and result.tier else None,
+                status=result.status,
+                reasons=[str(e.reason) for e in result.escalations],
+                input_hash=input_hash(values),
+                messages=self.redacted(messages),
+                tools=constraint(skill, "vllm", tools).get("tools"),
+                attempts=self.redacted([a.model_dump(mode="json") for a in result.attempts]),
+                answer=self.redacted(json.loads(answer_key(result.answer))) if result.ok else None,
+                confidence=result.confidence,
+                rationale=self.redacted(rationale) if rationale else None,
+            )
+        )
 
     async def keep(self, run: RunRecord) -> None:
         """Store a run (the caller has redacted it); a store failure is logged, not raised."""
@@ -128,6 +177,28 @@ class Learning:
                 messages=self.redacted(render_messages(skill, values, tools)),
                 tools=constraint(skill, "vllm", tools).get("tools"),
                 answer=self.redacted(json.loads(answer_key(answer))),
+            )
+        )
+
+    async def compare_shadow(
+        self, skill: str, current: str, candidate: str, mine: tuple[bool, Any], theirs: tuple[bool, Any],
+        kept: SkillResult,
+    ) -> None:  # fmt: skip
+        """Store how the current model's first answer and the candidate's compare, and each against
+        the kept answer when the LLM or a reviewer gave it; `mine`/`theirs` are (passed, answer)."""
+        reference = answer_key(kept.answer) if kept.ok and kept.tier is not Tier.SLM else None
+        mine_key, theirs_key = answer_key(mine[1]), answer_key(theirs[1])
+        await self.keep_shadow(
+            ShadowCall(
+                skill=skill,
+                current=current,
+                candidate=candidate,
+                agree=mine[1] is not None and mine_key == theirs_key,
+                current_ok=mine[0],
+                candidate_ok=theirs[0],
+                final_source=kept.tier.value if kept.ok and kept.tier else None,
+                current_right=None if reference is None else mine_key == reference,
+                candidate_right=None if reference is None else theirs_key == reference,
             )
         )
 

@@ -213,13 +213,13 @@ class DatasetStore:
              json.dumps(run.answer), run.confidence, run.rationale, json.dumps(run.meta)),
         )  # fmt: skip
 
-    def runs(self, skill: str, *, since: float = 0.0) -> list[RunRecord]:
+    def runs(self, skill: str) -> list[RunRecord]:
         """A skill's runs, oldest first."""
         rows = self._execute(
             "SELECT id, created_at, skill, job_id, step, slm_model, source, status, reasons, input_hash, messages,"
             " tools, attempts, answer, confidence, rationale, meta FROM slmflow_skill_runs"
-            " WHERE skill = ? AND created_at >= ? ORDER BY created_at, id",
-            (skill, since),
+            " WHERE skill = ? ORDER BY created_at, id",
+            (skill,),
         )
         return [
             RunRecord(
@@ -296,21 +296,11 @@ class DatasetStore:
             " updated_at = excluded.updated_at",
             values,
         )
-        conn.execute(
-            "INSERT INTO slmflow_adapter_events (id, created_at, skill, action, adapter, previous, figures, note)"
-            f" VALUES ({', '.join([mark] * 8)})",
-            (event.id, event.created_at, event.skill, event.action, event.adapter, event.previous,
-             json.dumps(event.figures), event.note),
-        )  # fmt: skip
+        conn.execute(_INSERT_EVENT.replace("?", mark), _event_row(event))
 
     def add_event(self, event: AdapterEvent) -> None:
         """Record an event that changed no route (a refused promotion)."""
-        self._execute(
-            "INSERT INTO slmflow_adapter_events (id, created_at, skill, action, adapter, previous, figures, note)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (event.id, event.created_at, event.skill, event.action, event.adapter, event.previous,
-             json.dumps(event.figures), event.note),
-        )  # fmt: skip
+        self._execute(_INSERT_EVENT, _event_row(event))
 
     def events(self, skill: str) -> list[AdapterEvent]:
         """The skill's adapter events, oldest first."""
@@ -366,6 +356,17 @@ class DatasetStore:
             )  # fmt: skip
             for r in rows
         ]
+
+
+_INSERT_EVENT = (
+    "INSERT INTO slmflow_adapter_events (id, created_at, skill, action, adapter, previous, figures, note)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+)
+
+
+def _event_row(event: AdapterEvent) -> tuple[Any, ...]:
+    return (event.id, event.created_at, event.skill, event.action, event.adapter, event.previous,
+            json.dumps(event.figures), event.note)  # fmt: skip
 
 
 def _bit(value: bool | None) -> int | None:

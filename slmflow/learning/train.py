@@ -28,7 +28,7 @@ from pydantic import BaseModel, Field
 
 from slmflow.errors import InvalidInput, SettingsError
 
-__all__ = ["TrainConfig", "TrainReport", "adapter_info", "read_dataset", "train_adapter"]
+__all__ = ["TrainConfig", "TrainReport", "read_dataset", "train_adapter"]
 
 TARGET_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 ADAPTER_INFO = "slmflow-adapter.json"
@@ -240,9 +240,3 @@ def _evaluate(model: Any, examples: Sequence[_Example], batch_size: int, torch: 
             losses.append(float(_batch_loss(model, batch, torch)) * len(batch))
     model.train()
     return sum(losses) / len(examples)
-
-
-def adapter_info(path: Path) -> TrainReport | None:
-    """What the adapter at `path` was trained on, if slmflow trained it."""
-    info = path / ADAPTER_INFO
-    return TrainReport.model_validate_json(info.read_text()) if info.exists() else None
