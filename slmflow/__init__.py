@@ -13,6 +13,8 @@ from slmflow.cascade import run_skill
 from slmflow.client import AsyncClient, AsyncJob, Client, GraphInfo, Job
 from slmflow.errors import (
     EndpointUnreachable,
+    IdempotencyConflict,
+    InputTooLarge,
     InvalidInput,
     InvalidToolArguments,
     JobCancelled,
@@ -26,9 +28,11 @@ from slmflow.errors import (
     ProjectError,
     SettingsError,
     SlmflowError,
+    StoreUnavailable,
     ToolError,
     ToolFailed,
     ToolNotGranted,
+    ToolOutcomeUnknown,
     ToolTimeout,
     UnknownGraph,
     UnknownSkill,
@@ -43,7 +47,7 @@ from slmflow.models import Endpoint, Endpoints, Tier
 from slmflow.results import EscalationReason, SkillResult
 from slmflow.settings import Settings
 from slmflow.skills import Label, Object, Skill, ToolCalls
-from slmflow.tools import ToolRegistry, declare_tool
+from slmflow.tools import ToolContext, ToolRegistry, declare_tool, idempotent
 
 __all__ = [
     "AsyncClient",
@@ -56,6 +60,8 @@ __all__ = [
     "Event",
     "GraphInfo",
     "GraphSpec",
+    "IdempotencyConflict",
+    "InputTooLarge",
     "InvalidInput",
     "InvalidToolArguments",
     "Job",
@@ -80,11 +86,14 @@ __all__ = [
     "Skill",
     "SkillResult",
     "SlmflowError",
+    "StoreUnavailable",
     "Tier",
     "ToolCalls",
+    "ToolContext",
     "ToolError",
     "ToolFailed",
     "ToolNotGranted",
+    "ToolOutcomeUnknown",
     "ToolRegistry",
     "ToolTimeout",
     "UnknownGraph",
@@ -92,6 +101,7 @@ __all__ = [
     "UnknownTool",
     "UsageError",
     "declare_tool",
+    "idempotent",
     "run_job",
     "run_skill",
     "skill_node",

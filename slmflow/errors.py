@@ -4,12 +4,16 @@
 SlmflowError
 ├── UsageError                  the caller must change something (exit code 2 in the CLI)
 │   ├── InvalidInput            input fails a graph's or skill's schema
+│   │   └── InputTooLarge       an input, metadata or key over its size limit (SLMFLOW_MAX_*)
 │   ├── UnknownGraph            (also KeyError) no graph of that name in the project
 │   ├── UnknownSkill            (also KeyError)
 │   ├── UnknownTool             (also KeyError) a skill grants a tool nobody registered
 │   ├── ProjectError            project file missing or broken, graph module fails to import
 │   ├── SettingsError           a setting has a bad value
+│   ├── IdempotencyConflict     an idempotency key reused with another graph or input
 │   └── EndpointUnreachable     nothing answers at a configured endpoint (model server, Redis)
+│       └── StoreUnavailable    the job store (Redis) or checkpoints (Postgres) failed mid-run:
+│                               transient for a worker (the job is given back, never failed)
 ├── ModelError                  a model endpoint failed a call (status_code, model)
 │   ├── ModelUnavailable        connection refused, 5xx after retries
 │   └── ModelTimeout            no answer within the request timeout
@@ -17,7 +21,8 @@ SlmflowError
 │   ├── ToolNotGranted          the model asked for a tool its skill may not use
 │   ├── InvalidToolArguments    arguments fail the tool's schema
 │   ├── ToolTimeout
-│   └── ToolFailed              the tool ran and raised
+│   ├── ToolFailed              the tool ran and raised
+│   └── ToolOutcomeUnknown      a non-idempotent call was interrupted: it may or may not have run
 └── JobError
     ├── JobNotFound
     ├── JobFailed
@@ -36,6 +41,8 @@ from typing import Any, ClassVar
 
 __all__ = [
     "EndpointUnreachable",
+    "IdempotencyConflict",
+    "InputTooLarge",
     "InvalidInput",
     "InvalidToolArguments",
     "JobCancelled",
@@ -50,9 +57,11 @@ __all__ = [
     "ProjectError",
     "SettingsError",
     "SlmflowError",
+    "StoreUnavailable",
     "ToolError",
     "ToolFailed",
     "ToolNotGranted",
+    "ToolOutcomeUnknown",
     "ToolTimeout",
     "UnknownGraph",
     "UnknownSkill",
@@ -122,8 +131,20 @@ class SettingsError(UsageError):
     """A setting has a value slmflow cannot use."""
 
 
+class IdempotencyConflict(UsageError):
+    """An idempotency key already names a job of another graph or with another input."""
+
+
+class InputTooLarge(InvalidInput):
+    """An input, its metadata or its idempotency key is over its size limit."""
+
+
 class EndpointUnreachable(UsageError):
     """Nothing answers at a configured endpoint (a model server, Redis): fix the URL or start it."""
+
+
+class StoreUnavailable(EndpointUnreachable):
+    """The job store or the checkpoint store failed; in a worker this is transient, not the job's fault."""
 
 
 class ModelError(SlmflowError):
@@ -156,6 +177,13 @@ class ToolTimeout(ToolError):
 
 class ToolFailed(ToolError):
     """The tool ran and raised."""
+
+
+class ToolOutcomeUnknown(ToolError):
+    """A call of a non-idempotent tool was interrupted mid-run: it is never re-run blindly.
+
+    `context` holds the call's `key`, `tool` and `arguments`; the job pauses for review.
+    """
 
 
 class JobError(SlmflowError):

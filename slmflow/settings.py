@@ -47,7 +47,20 @@ class Settings(BaseSettings):
     lease_ttl_s: float = Field(default=10.0, gt=0)
     """A running job's lease; renewed by heartbeat, so a dead worker's job is taken over after it."""
     max_job_attempts: int = Field(default=3, ge=1)
-    """Runs of a job (first plus takeovers) before it is dead-lettered as `failed`."""
+    """Runs in a row that made no progress (wrote no checkpoint) before a job is dead-lettered `failed`."""
+    reconcile_after_s: float = Field(default=10.0, gt=0)
+    """A `queued` or `running` job with no live lease and no message for this long is published again."""
+    drain_s: float = Field(default=25.0, ge=0)
+    """On SIGTERM a jobs worker finishes what it can within this, then hands the rest back (below
+    Kubernetes' default 30 s grace period)."""
+    max_input_bytes: int = Field(default=1024 * 1024, gt=0)
+    """Largest job input accepted by `submit`, as UTF-8 JSON."""
+    max_metadata_bytes: int = Field(default=64 * 1024, gt=0)
+    """Largest job metadata accepted by `submit`, as UTF-8 JSON."""
+    max_key_chars: int = Field(default=256, gt=0)
+    """Longest idempotency key accepted by `submit`."""
+    max_event_bytes: int = Field(default=64 * 1024, gt=0)
+    """Largest event kept in a job's stream; a larger one keeps its kind and step, its data cut."""
     tool_queues: dict[str, str] = Field(default_factory=dict)
     """Celery queue per tool name (JSON), e.g. {"open_case": "slmflow.tools.crm"}; default `slmflow.tools`."""
     tool_time_limit_s: float = Field(default=300.0, gt=10)

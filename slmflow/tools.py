@@ -39,7 +39,11 @@ __all__ = [
     "ToolRegistry",
     "ToolSpec",
     "declare_tool",
+    "idempotent",
 ]
+
+IDEMPOTENT = "slmflow_idempotent"
+"""Metadata flag on a langchain tool: running it twice with the same key has the effect of once."""
 
 DEFAULT_TOOL_TIMEOUT_S = 30.0
 
@@ -54,6 +58,12 @@ class ToolSpec:
     run: Callable[[dict[str, Any]], Any] | None = None
     """Runs the tool with validated arguments (may be async). None: the call is the answer."""
     timeout: float = DEFAULT_TOOL_TIMEOUT_S
+    idempotent: bool = False
+    """Running it again with the same `ToolContext.key` has the effect of running it once: an
+    interrupted call is retried. Not idempotent (the default): an interrupted call is never re-run
+    blindly; the job pauses for review with the reason `outcome_unknown`."""
+    context_arg: str | None = None
+    """The parameter that receives the call's `ToolContext` (hidden from the model's schema)."""
 
     def __post_init__(self) -> None:
         try:
@@ -111,13 +121,39 @@ def declare_tool(
     parameters: dict[str, Any],
     run: Callable[[dict[str, Any]], Any] | None = None,
     timeout: float = DEFAULT_TOOL_TIMEOUT_S,
+    *,
+    idempotent: bool = False,
 ) -> ToolSpec:
     """A tool declared by its OpenAI function spec: it runs elsewhere, or the call is the answer."""
-    return ToolSpec(name, description, _strict_object(parameters), run, timeout)
+    return ToolSpec(name, description, _strict_object(parameters), run, timeout, idempotent)
+
+
+def idempotent(tool: BaseTool) -> BaseTool:
+    """Mark a langchain tool idempotent (see `ToolSpec.idempotent`); use it above `@tool`."""
+    tool.metadata = {**(tool.metadata or {}), IDEMPOTENT: True}
+    return tool
+
+
+def _context_arg(tool: BaseTool) -> str | None:
+    """The injected parameter typed `ToolContext`, if the tool asks for one."""
+    hidden = set(tool.get_input_schema().model_fields) - set(_call_fields(tool))
+    for name in hidden:
+        annotation = tool.get_input_schema().model_fields[name].annotation
+        if annotation is ToolContext:
+            return name
+    return None
+
+
+def _call_fields(tool: BaseTool) -> list[str]:
+    schema = tool.tool_call_schema
+    if isinstance(schema, dict):
+        return list(schema.get("properties", {}))
+    return list(schema.model_fields)
 
 
 def _from_langchain(tool: BaseTool, timeout: float) -> ToolSpec:
     function = convert_to_openai_tool(tool, strict=True)["function"]
+    context_arg = _context_arg(tool)
 
     async def run(arguments: dict[str, Any]) -> Any:
         return await tool.ainvoke(arguments)
@@ -128,6 +164,8 @@ def _from_langchain(tool: BaseTool, timeout: float) -> ToolSpec:
         parameters=_strict_object(function.get("parameters", {})),
         run=run,
         timeout=timeout,
+        idempotent=bool((tool.metadata or {}).get(IDEMPOTENT)),
+        context_arg=context_arg,
     )
 
 
@@ -172,18 +210,27 @@ class ToolCall:
 
 @dataclass(frozen=True)
 class ToolContext:
-    """Where a call comes from; `key` is its idempotency key (job id, step, call index)."""
+    """Where a call comes from. A tool may ask for it as a parameter typed `ToolContext` and marked
+    `InjectedToolArg` (hidden from the model), e.g. to make its own write idempotent by `key`.
+
+    `key` names what makes the call distinct: the job, the step, the run of that step (LangGraph's
+    step number, stable when a crashed run is replayed, new each time a loop comes back to the
+    step), the tier and attempt of the cascade, and the call's index in the model's answer.
+    """
 
     job_id: str
     step: str
     index: int
+    run: int = 0
+    tier: str = "slm"
+    attempt: int = 1
     trace_parent: Mapping[str, str] | None = None
     """W3C context of the calling skill, when the call runs in another process."""
 
     @property
     def key(self) -> str:
         """The call's idempotency key."""
-        return f"{self.job_id}:{self.step}:{self.index}"
+        return f"{self.job_id}:{self.step}:{self.run}:{self.tier}:{self.attempt}:{self.index}"
 
 
 class ToolExecutor(Protocol):
@@ -214,6 +261,8 @@ class InProcessExecutor:
 
     async def _run(self, spec: ToolSpec, arguments: dict[str, Any], context: ToolContext) -> Any:
         assert spec.run is not None
+        if spec.context_arg is not None:
+            arguments = {**arguments, spec.context_arg: context}
         deadline = asyncio.timeout(spec.timeout)
         try:
             async with deadline:
