@@ -8,6 +8,10 @@ with ScriptedServer({"slm": [Reply(text="refund")], "llm": [Reply(text="other")]
 It speaks real HTTP, so the whole client path (timeouts, retries, error mapping) runs. It refuses
 (400) a request carrying a field vLLM does not know: vLLM itself would ignore it and decode
 unconstrained, which is how a stale `guided_choice` slips through unnoticed.
+
+Faults, for the chaos suite: `Reply(status=503)` (a 5xx), `Reply(delay=...)` longer than the
+client's timeout (a hang), `Reply(body=b'{"choices": [')` (a truncated or garbage body, sent as is
+with the reply's status) and `Reply(close=True)` (the connection dropped with no answer).
 """
 
 from __future__ import annotations
@@ -45,6 +49,10 @@ class Reply:
     finish_reason: str | None = None
     prompt_tokens: int = 20
     completion_tokens: int = 5
+    body: bytes | None = None
+    """Raw response body sent as is (with `status`), instead of a completion: truncated JSON, garbage."""
+    close: bool = False
+    """Drop the connection after the delay without sending anything."""
 
 
 Script = Sequence[Reply] | Callable[[dict[str, Any]], Reply]
@@ -163,8 +171,8 @@ def _handler(server: ScriptedServer) -> type[BaseHTTPRequestHandler]:
         def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
             pass
 
-        def _send(self, status: int, body: dict[str, Any]) -> None:
-            payload = json.dumps(body).encode()
+        def _send(self, status: int, body: dict[str, Any] | bytes) -> None:
+            payload = body if isinstance(body, bytes) else json.dumps(body).encode()
             self.send_response(status)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(payload)))
@@ -187,9 +195,18 @@ def _handler(server: ScriptedServer) -> type[BaseHTTPRequestHandler]:
             reply = server.next_reply(body)
             if reply.delay:
                 time.sleep(reply.delay)
-            if reply.status != 200:
-                self._send(reply.status, {"error": {"message": reply.text or "scripted error"}})
+            if reply.close:
+                self.close_connection = True
                 return
+            try:
+                if reply.body is not None:
+                    self._send(reply.status, reply.body)
+                    return
+                if reply.status != 200:
+                    self._send(reply.status, {"error": {"message": reply.text or "scripted error"}})
+                    return
+            except (BrokenPipeError, ConnectionResetError):
+                return  # the client gave up (it timed out during the delay)
             try:
                 self._send(200, _completion_body(str(body.get("model")), reply))
             except (BrokenPipeError, ConnectionResetError):
