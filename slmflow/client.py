@@ -11,10 +11,10 @@ import asyncio
 import threading
 import time
 from collections.abc import AsyncIterator, Coroutine, Iterable, Iterator, Mapping
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
-import jsonschema
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
 from slmflow import telemetry
 from slmflow.errors import (
@@ -23,6 +23,7 @@ from slmflow.errors import (
     JobFailed,
     JobNeedsReview,
     JobTimeout,
+    ProjectError,
     UnknownGraph,
     UsageError,
 )
@@ -32,6 +33,7 @@ from slmflow.fleet.records import JobRecord
 from slmflow.fleet.store import JobStore, new_job_id
 from slmflow.jobs import JobStatus
 from slmflow.settings import Settings, load_settings
+from slmflow.validation import check_key, check_size, json_object, shown, validate
 
 __all__ = ["AsyncClient", "AsyncJob", "Client", "GraphInfo", "Job"]
 
@@ -140,25 +142,40 @@ class AsyncClient:
         idempotency_key: str | None = None,
         metadata: Mapping[str, Any] | None = None,
     ) -> AsyncJob:
-        """Validate the input, record the job and enqueue it; the same key returns the first job."""
-        info = await self._graph(graph)
-        _validate(info, input)
-        with telemetry.submit_span(graph) as span:
-            record = JobRecord(id=new_job_id(), graph=graph, graph_version=info.version, input=dict(input),
-                               metadata=dict(metadata or {}), idempotency_key=idempotency_key,
+        """Validate the input, record the job and enqueue it; the same key returns the first job.
+
+        A refusal is a typed `UsageError` naming the argument (`InvalidInput`, `InputTooLarge`,
+        `UnknownGraph`), raised before anything is written: the graph is a served graph's name, the
+        input a JSON object its schema accepts, the key a str of 1 to SLMFLOW_MAX_KEY_CHARS printable
+        characters, the metadata a JSON object; input and metadata within SLMFLOW_MAX_*_BYTES.
+        """
+        submission = _checked(self.settings, graph, input, idempotency_key, metadata)
+        info = await self._graph(submission.graph)
+        validate(info.input_schema, submission.input, graph=info.name)
+        return await self._write(info, submission)
+
+    async def submit_many(self, jobs: Iterable[tuple[str, Mapping[str, Any]]]) -> list[AsyncJob]:
+        """Submit (graph, input) pairs; every input is validated before any job is written."""
+        pairs = _pairs(jobs)
+        submissions = [_checked(self.settings, graph, data, None, None, f"jobs[{i}].input")
+                       for i, (graph, data) in enumerate(pairs)]  # fmt: skip
+        catalog = await self._catalog()
+        infos = [self._served(s.graph, catalog) for s in submissions]
+        for info, submission in zip(infos, submissions, strict=True):
+            validate(info.input_schema, submission.input, graph=info.name, root=submission.field)
+        return [await self._write(info, submission) for info, submission in zip(infos, submissions, strict=True)]
+
+    async def _write(self, info: GraphInfo, submission: _Submission) -> AsyncJob:
+        """Record a checked submission and enqueue it (the first write of a submit)."""
+        with telemetry.submit_span(info.name) as span:
+            record = JobRecord(id=new_job_id(), graph=info.name, graph_version=info.version, input=submission.input,
+                               metadata=submission.metadata, idempotency_key=submission.key,
                                trace_id=telemetry.current_trace_id(), trace_context=telemetry.carrier())  # fmt: skip
-            job_id, created = await self.store.create(record, idempotency_key)
+            job_id, created = await self.store.create(record, submission.key)
             span.set_attribute("slmflow.job_id", job_id)
             if created:
                 self.enqueue(job_id)
         return AsyncJob(self, job_id)
-
-    async def submit_many(self, jobs: Iterable[tuple[str, Mapping[str, Any]]]) -> list[AsyncJob]:
-        """Submit (graph, input) pairs; every input is validated before any job is written."""
-        pairs = list(jobs)
-        for graph, data in pairs:
-            _validate(await self._graph(graph), data)
-        return [await self.submit(graph, data) for graph, data in pairs]
 
     async def get(self, job_id: str) -> AsyncJob:
         """A handle on an existing job (`JobNotFound` if there is none)."""
@@ -176,25 +193,65 @@ class AsyncClient:
         enqueue_job(self._app, job_id, **options)
 
     async def _graph(self, name: str) -> GraphInfo:
+        return self._served(name, await self._catalog())
+
+    async def _catalog(self) -> dict[str, dict[str, Any]]:
         await self.store.ping()
-        catalog = await self.store.catalog()
+        return await self.store.catalog()
+
+    @staticmethod
+    def _served(name: str, catalog: Mapping[str, dict[str, Any]]) -> GraphInfo:
         if name not in catalog:
             served = ", ".join(sorted(catalog)) or "none"
             raise UnknownGraph(
-                f"no worker serves graph {name!r} (served now: {served}): start a jobs worker in the project "
+                f"no worker serves graph {shown(name)} (served now: {served}): start a jobs worker in the project "
                 "that declares it, e.g. `slmflow worker --queues slmflow.jobs`",
-                graph=name,
+                graph=name[:200], field="graph",
+            )  # fmt: skip
+        try:
+            return GraphInfo.model_validate(catalog[name])
+        except ValidationError as exc:
+            raise ProjectError(f"the catalog entry of graph {shown(name)} is broken ({exc.error_count()} error(s)): "
+                               "restart its workers to publish it again", graph=name) from None  # fmt: skip
+
+
+@dataclass(frozen=True)
+class _Submission:
+    """One submit's arguments, checked and made plain JSON."""
+
+    graph: str
+    input: dict[str, Any]
+    key: str | None
+    metadata: dict[str, Any]
+    field: str = "input"
+
+
+def _checked(settings: Settings, graph: Any, data: Any, key: Any, metadata: Any, field: str = "input") -> _Submission:
+    """The checks of a submit that need no Redis: types, JSON, sizes (each a typed error naming the argument)."""
+    if not isinstance(graph, str):
+        raise InvalidInput(f"graph must be a str naming a served graph, not {type(graph).__name__} {shown(graph)}",
+                           field="graph")  # fmt: skip
+    plain = json_object(data, field)
+    check_size(plain, field, settings.max_input_bytes, "SLMFLOW_MAX_INPUT_BYTES")
+    checked_key = check_key(key, settings.max_key_chars)
+    extra = json_object({} if metadata is None else metadata, "metadata")
+    check_size(extra, "metadata", settings.max_metadata_bytes, "SLMFLOW_MAX_METADATA_BYTES")
+    return _Submission(graph, plain, checked_key, extra, field)
+
+
+def _pairs(jobs: Any) -> list[tuple[Any, Any]]:
+    """`submit_many`'s argument as (graph, input) pairs, or `InvalidInput` naming the bad item."""
+    try:
+        items = list(jobs)
+    except TypeError:
+        raise InvalidInput(f"jobs must be an iterable of (graph, input) pairs, not {type(jobs).__name__}",
+                           field="jobs") from None  # fmt: skip
+    for index, item in enumerate(items):
+        if not isinstance(item, tuple | list) or len(item) != 2:
+            raise InvalidInput(
+                f"jobs[{index}] must be a (graph, input) pair, got {shown(item)}", field=f"jobs[{index}]"
             )
-        return GraphInfo.model_validate(catalog[name])
-
-
-def _validate(info: GraphInfo, data: Mapping[str, Any]) -> None:
-    if not isinstance(data, Mapping):
-        raise InvalidInput(f"input for graph {info.name!r} must be a JSON object, not {type(data).__name__}")
-    error = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(info.input_schema).iter_errors(data))
-    if error is not None:
-        where = "/".join(map(str, error.path)) or "input"
-        raise InvalidInput(f"input for graph {info.name!r} is invalid: {where}: {error.message}", graph=info.name)
+    return [(graph, data) for graph, data in items]
 
 
 class _LoopThread:

@@ -24,8 +24,10 @@ from slmflow.errors import InvalidInput, SlmflowError, UsageError
 from slmflow.events import Event, EventSink
 from slmflow.graphs import GraphSpec, JobContext, MemoryMemo, StepMemo
 from slmflow.models import Endpoints, Tier
+from slmflow.redaction import excerpt
 from slmflow.results import Escalation, SkillResult, Usage
 from slmflow.tools import InProcessExecutor, ToolExecutor
+from slmflow.validation import json_object, validate
 
 __all__ = ["NO_RESUME", "JobResult", "JobStatus", "JobUsage", "run_job", "validate_input"]
 
@@ -90,17 +92,35 @@ class JobResult(BaseModel):
 
 
 def validate_input(spec: GraphSpec, data: Mapping[str, Any]) -> BaseModel:
-    """The graph's input model for `data`, or `InvalidInput` naming the first bad field."""
+    """The graph's input model for `data`, or `InvalidInput` naming the first bad field.
+
+    The SDK's validator (`slmflow.validation`) decides first, on the same JSON Schema the catalog
+    publishes, so that the worker is exactly as strict as `submit`; then pydantic, whose refusals
+    (a custom validator, a strict field) are typed `InvalidInput` too.
+    """
+    plain = json_object(data, "input")
     try:
-        return spec.input.model_validate(data)
+        validate(_input_schema(spec.input), plain, graph=spec.name)
+    except InvalidInput as exc:
+        raise InvalidInput(f"{exc.message} (expected fields: {', '.join(spec.input_fields())})",
+                           **exc.context) from None  # fmt: skip
+    try:
+        return spec.input.model_validate(plain)
     except ValidationError as exc:
         first = exc.errors()[0]
-        where = ".".join(map(str, first["loc"])) or "input"
+        where = "input" + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in first["loc"])
         raise InvalidInput(
-            f"input for graph {spec.name!r} is invalid: {where}: {first['msg']} "
+            f"input for graph {spec.name!r} is invalid: {where}: {excerpt(str(first['msg']), 200)} "
             f"(expected fields: {', '.join(spec.input_fields())})",
             graph=spec.name,
+            field=where,
         ) from None
+
+
+@functools.lru_cache(maxsize=256)
+def _input_schema(model: type[BaseModel]) -> dict[str, Any]:
+    """The JSON Schema a graph's input model publishes in the catalog (computed once per model)."""
+    return model.model_json_schema()
 
 
 NO_RESUME: Any = object()
