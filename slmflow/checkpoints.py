@@ -10,6 +10,7 @@ from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.checkpoint.memory import InMemorySaver
 
 from slmflow.errors import SettingsError
+from slmflow.redaction import mask_url
 
 __all__ = ["open_checkpointer"]
 
@@ -40,4 +41,6 @@ async def open_checkpointer(url: str, pool_size: int = 10) -> AsyncIterator[Base
             await postgres_saver.setup()  # idempotent: creates or migrates the checkpoint tables
             yield postgres_saver
         return
-    raise SettingsError(f"SLMFLOW_CHECKPOINT_URL={url!r}: expected 'memory', 'sqlite:///FILE' or 'postgresql://...'")
+    raise SettingsError(
+        f"SLMFLOW_CHECKPOINT_URL={mask_url(url)!r}: expected 'memory', 'sqlite:///FILE' or 'postgresql://...'"
+    )

@@ -25,6 +25,7 @@ from slmflow.errors import (
     ModelUnavailable,
     UsageError,
 )
+from slmflow.redaction import mask_url
 from slmflow.settings import Settings
 
 if TYPE_CHECKING:
@@ -108,6 +109,7 @@ def _is_transient(exc: BaseException) -> bool:
 
 def map_openai_error(exc: Exception, model: str, base_url: str) -> ModelError:
     """The slmflow error for an exception raised by the openai client."""
+    base_url = mask_url(base_url)  # only ever shown: a password in it stays out of errors and logs
     if isinstance(exc, openai.APITimeoutError):
         return ModelTimeout(f"{model} at {base_url} did not answer in time", model=model)
     if isinstance(exc, openai.APIConnectionError):
@@ -276,7 +278,7 @@ async def check_reachable(client: ModelClient, models: list[str]) -> None:
         served = [m.id async for m in client._client.models.list()]
     except openai.APIConnectionError:
         raise EndpointUnreachable(
-            f"nothing answers at {endpoint.base_url} ({endpoint.tier} tier): start the server, "
+            f"nothing answers at {mask_url(endpoint.base_url)} ({endpoint.tier} tier): start the server, "
             f"or fix SLMFLOW_{endpoint.tier.upper()}_BASE_URL"
         ) from None
     except openai.APIStatusError:
@@ -284,6 +286,6 @@ async def check_reachable(client: ModelClient, models: list[str]) -> None:
     missing = sorted(set(models) - set(served))
     if missing:
         raise UsageError(
-            f"{endpoint.base_url} does not serve {', '.join(missing)} (it serves: "
+            f"{mask_url(endpoint.base_url)} does not serve {', '.join(missing)} (it serves: "
             f"{', '.join(served) or 'nothing'}): load the adapter or fix the skill's model"
         )

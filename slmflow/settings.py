@@ -9,6 +9,7 @@ from pydantic import Field, SecretStr, ValidationError, field_validator, model_v
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from slmflow.errors import SettingsError
+from slmflow.redaction import mask_url
 
 __all__ = ["Settings", "load_settings"]
 
@@ -156,4 +157,4 @@ def load_settings(**overrides: object) -> Settings:
     except ValidationError as exc:
         first = exc.errors()[0]
         name = "SLMFLOW_" + str(first["loc"][0]).upper() if first["loc"] else "SLMFLOW_*"
-        raise SettingsError(f"bad setting {name}: {first['msg']}") from None
+        raise SettingsError(mask_url(f"bad setting {name}: {first['msg']}")) from None

@@ -16,6 +16,7 @@ from slmflow.learning.export import export_records
 from slmflow.learning.store import DatasetStore
 from slmflow.learning.train import TrainConfig, read_dataset, train_adapter
 from slmflow.project import find_project
+from slmflow.redaction import mask_url
 from slmflow.settings import Settings, load_settings
 from slmflow.skills import Skill
 
@@ -33,7 +34,7 @@ def _store(settings: Settings, *, recorded: bool = False) -> DatasetStore:
     """The dataset store; with `recorded`, one that has something in it or a `UsageError` saying so."""
     store = DatasetStore(settings.dataset_store_url)
     if recorded and not store.exists():
-        raise InvalidInput(f"nothing recorded yet in {store.url}: run jobs with SLMFLOW_RECORD=true first")
+        raise InvalidInput(f"nothing recorded yet in {mask_url(store.url)}: run jobs with SLMFLOW_RECORD=true first")
     return store
 
 
@@ -122,7 +123,7 @@ def load(
     settings = load_settings()
     base_url = settings.slm_base_url or settings.local_base_url
     adapter_ops.load_adapter(base_url, name or adapter.name, adapter)
-    console.print(f"{base_url} serves {name or adapter.name}")
+    console.print(f"{mask_url(base_url)} serves {name or adapter.name}")
 
 
 @app.command()

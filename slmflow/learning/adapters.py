@@ -18,6 +18,7 @@ from pydantic import BaseModel
 
 from slmflow.errors import EndpointUnreachable, InvalidInput, UsageError
 from slmflow.learning.store import AdapterEvent, DatasetStore, Route, ShadowCall
+from slmflow.redaction import mask_url
 from slmflow.settings import Settings
 
 __all__ = [
@@ -65,17 +66,19 @@ def load_adapter(base_url: str, name: str, path: Path, timeout: float = 120.0) -
         detail = exc.read().decode(errors="replace")[:300]
         if exc.code == 400 and "already been loaded" in detail:
             raise UsageError(
-                f"{base_url} already serves an adapter named {name!r}: adapters are versions, give this one a new "
-                "name (e.g. --name SKILL-v2)"
+                f"{mask_url(base_url)} already serves an adapter named {name!r}: adapters are versions, "
+                "give this one a new name (e.g. --name SKILL-v2)"
             ) from None
         if exc.code in (404, 405):
             raise UsageError(
-                f"{base_url} does not load adapters at runtime: start it with VLLM_ALLOW_RUNTIME_LORA_UPDATING=True "
-                "and --enable-lora (`slmflow models serve` does)"
+                f"{mask_url(base_url)} does not load adapters at runtime: start it with "
+                "VLLM_ALLOW_RUNTIME_LORA_UPDATING=True and --enable-lora (`slmflow models serve` does)"
             ) from None
-        raise UsageError(f"{base_url} refused adapter {name!r} from {path}: {exc.code} {detail}") from None
+        raise UsageError(f"{mask_url(base_url)} refused adapter {name!r} from {path}: {exc.code} {detail}") from None
     except (urllib.error.URLError, OSError) as exc:
-        raise EndpointUnreachable(f"nothing answers at {base_url} ({exc}): start the model server first") from None
+        raise EndpointUnreachable(
+            f"nothing answers at {mask_url(base_url)} ({exc}): start the model server first"
+        ) from None
 
 
 class ShadowFigures(BaseModel):
@@ -133,10 +136,12 @@ def require_served(base_url: str, name: str) -> None:
 
     served = server_is_up(base_url, timeout=10.0)
     if served is None:
-        raise EndpointUnreachable(f"nothing answers at {base_url}: start the model server, then load the adapter")
+        raise EndpointUnreachable(
+            f"nothing answers at {mask_url(base_url)}: start the model server, then load the adapter"
+        )
     if name not in served:
         raise UsageError(
-            f"{base_url} does not serve {name!r} (it serves: {', '.join(served)}): "
+            f"{mask_url(base_url)} does not serve {name!r} (it serves: {', '.join(served)}): "
             "load it first with `slmflow distill load ADAPTER_DIR`"
         )
 

@@ -21,6 +21,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from slmflow.errors import EndpointUnreachable, SettingsError
+from slmflow.redaction import mask_url
 
 __all__ = ["AdapterEvent", "DatasetStore", "Route", "RunRecord", "ShadowCall", "VersionFigures"]
 
@@ -133,7 +134,9 @@ class DatasetStore:
         self._conn: Any = None
         self._postgres = url.startswith(("postgresql://", "postgres://"))
         if not self._postgres and not url.startswith("sqlite:///"):
-            raise SettingsError(f"SLMFLOW_DATASET_URL={url!r}: expected 'sqlite:///FILE' or 'postgresql://...'")
+            raise SettingsError(
+                f"SLMFLOW_DATASET_URL={mask_url(url)!r}: expected 'sqlite:///FILE' or 'postgresql://...'"
+            )
 
     @property
     def path(self) -> Path | None:
@@ -153,7 +156,7 @@ class DatasetStore:
                 conn = psycopg.connect(self.url, autocommit=True, connect_timeout=5)
             except psycopg.OperationalError as exc:
                 raise EndpointUnreachable(
-                    f"cannot reach the dataset store at {self.url}: fix SLMFLOW_DATASET_URL ({exc})"
+                    mask_url(f"cannot reach the dataset store at {self.url}: fix SLMFLOW_DATASET_URL ({exc})")
                 ) from None
         else:
             assert self.path is not None
