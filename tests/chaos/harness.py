@@ -233,7 +233,9 @@ class PrivateRedis:
                 return
             except (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError):
                 if self.process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"redis-server on {self.port} did not start:\n{tail(self.dir / 'redis.log')}")
+                    raise RuntimeError(
+                        f"redis-server on {self.port} did not start:\n{tail(self.dir / 'redis.log')}"
+                    ) from None
                 time.sleep(0.05)
 
     def stop(self, kill: bool = False) -> None:
@@ -276,7 +278,8 @@ class PrivatePostgres:
         self.bin = pg_bin()
         # Its own directory in /tmp: the postgres user must be able to reach it, and pytest's
         # tmp_path sits under a root-only directory.
-        self.root = Path(tempfile.mkdtemp(prefix="slmflow-chaos-pg-", dir=workdir if self._reachable(workdir) else None))
+        where = workdir if self._reachable(workdir) else None
+        self.root = Path(tempfile.mkdtemp(prefix="slmflow-chaos-pg-", dir=where))
         self.data = self.root / "data"
         self.logfile = self.root / "postgres.log"
         self.restarts = 0
@@ -383,11 +386,15 @@ class ChaosEnv:
     workdir: Path
     redis: PrivateRedis
     postgres: PrivatePostgres
+    owned: bool = False
+    """The workdir was made here: removed at close (logs included) unless `keep`."""
+    keep: bool = False
 
     @classmethod
-    def create(cls, workdir: Path | None = None) -> ChaosEnv:
+    def create(cls, workdir: Path | None = None, keep: bool = False) -> ChaosEnv:
         """Start both stores (fails loudly if a binary is missing)."""
         require_binaries()
+        owned = workdir is None
         workdir = Path(workdir or tempfile.mkdtemp(prefix="slmflow-chaos-"))
         workdir.mkdir(parents=True, exist_ok=True)
         store = PrivateRedis(workdir=workdir / "redis")
@@ -402,12 +409,16 @@ class ChaosEnv:
                 postgres.close()
             raise
         log(f"env: redis on {store.port}, postgres on {postgres.port} ({postgres.root}), workdir {workdir}")
-        return cls(workdir, store, postgres)
+        return cls(workdir, store, postgres, owned, keep)
 
     def close(self) -> None:
-        """Stop both stores."""
-        self.redis.close()
-        self.postgres.close()
+        """Stop both stores (and remove the workdir if it was made here and not kept)."""
+        try:
+            self.redis.close()
+        finally:
+            self.postgres.close()
+        if self.owned and not self.keep:
+            shutil.rmtree(self.workdir, ignore_errors=True)
 
     def __enter__(self) -> ChaosEnv:
         return self
@@ -557,7 +568,7 @@ class ChaosFleet:
             self.workers[name] = worker
             return worker
 
-    def start_many(self, jobs: int, tools: int, timeout: float = 90) -> None:
+    def start_many(self, jobs: int, tools: int, timeout: float = 60) -> None:
         """Start `jobs` jobs workers and `tools` tools workers, and wait until each is connected."""
         for i in range(jobs):
             self.start(f"jobs-{i + 1}", "jobs")
@@ -566,7 +577,7 @@ class ChaosFleet:
         for worker in list(self.workers.values()):
             self.wait_ready(worker, timeout)
 
-    def wait_ready(self, worker: Worker, timeout: float = 90) -> None:
+    def wait_ready(self, worker: Worker, timeout: float = 60) -> None:
         """Until the worker holds its broker connections (and, for jobs, its checkpoint pool)."""
         deadline = time.monotonic() + timeout
         while True:
@@ -668,6 +679,12 @@ class ChaosRun:
         self.pg_url = env.postgres.create_database(self.tag)
         with psycopg.connect(self.pg_url, autocommit=True) as connection:
             connection.execute(CHAOS_TABLES)
+        # LangGraph's checkpoint tables too: jobs workers starting at once on an empty database race
+        # on its migrations (UniqueViolation on checkpoint_migrations_pkey) and fail to start.
+        from langgraph.checkpoint.postgres import PostgresSaver
+
+        with PostgresSaver.from_conn_string(self.pg_url) as saver:
+            saver.setup()
         self.model = ChaosModel(model_delay, seed)
         self.server = ScriptedServer({MODEL: self.model})
         self.model.server = self.server
@@ -835,7 +852,7 @@ class ChaosRun:
         found: dict[str, str | None] = {}
         try:
             for start in range(0, len(refs), 500):
-                batch = refs[start:start + 500]
+                batch = refs[start : start + 500]
                 pipe = client.pipeline(transaction=False)
                 for ref in batch:
                     pipe.hget(f"{P}job:{self.submitted[ref]}", "status")
@@ -880,7 +897,7 @@ class ChaosRun:
         found: dict[str, list[tuple[float, dict[str, Any]]]] = {}
         try:
             for start in range(0, len(job_ids), 200):
-                batch = job_ids[start:start + 200]
+                batch = job_ids[start : start + 200]
                 pipe = client.pipeline(transaction=False)
                 for job_id in batch:
                     pipe.xrange(f"{P}events:{job_id}")
@@ -913,8 +930,8 @@ class ChaosRun:
                    and records[ref].status.value == "needs_review"]  # fmt: skip
         review_reasons = Counter(str(r.get("reason") or (r.get("reasons") or ["?"])[0])[:60] for r in reviews)
         outcome_unknown = sum(1 for r in reviews if r.get("reason") == "outcome_unknown")
-        dead_lettered = sum(1 for r in records.values()
-                            if r.status.value == "failed" and "dead-letter" in str((r.error or {}).get("message")))  # fmt: skip
+        dead_lettered = sum(1 for r in records.values() if r.status.value == "failed"
+                            and "dead-letter" in str((r.error or {}).get("message")))  # fmt: skip
         failures = Counter(str((r.error or {}).get("message", ""))[:100] for r in records.values()
                            if r.status.value == "failed")  # fmt: skip
 
@@ -939,20 +956,25 @@ class ChaosRun:
         job_ids = list(accepted.values())
         events = self.events(job_ids)
         resume = self._resume_times(events)
-        forked = sum(1 for evs in events.values()
-                     if sum(1 for _, e in evs if e.get("kind") == "job_finished"
-                            and (e.get("data") or {}).get("status") in ("succeeded", "failed", "cancelled")) > 1)  # fmt: skip
+        forked = sum(1 for evs in events.values() if _terminal_finishes(evs) > 1)
         faults = Counter(f.kind for f in self.faults)
         result = {
             "scenario": self.name,
             "seed": self.seed,
             "tag": self.tag,
-            "jobs": {"submitted": len(self.submitted), "accepted": len(accepted), "recorded": len(records),
-                     "by_status": dict(sorted(by_status.items()))},  # fmt: skip
+            "jobs": {
+                "submitted": len(self.submitted),
+                "accepted": len(accepted),
+                "recorded": len(records),
+                "by_status": dict(sorted(by_status.items())),
+            },  # fmt: skip
             "lost": len(missing) + len([r for r in never_ended if r not in missing]),
-            "lost_detail": {"no_record": len(missing), "never_ended": len(never_ended) - len(missing),
-                            "unsubmitted": len(unsubmitted),
-                            "statuses": dict(Counter(records[r].status.value for r in never_ended if r in records))},
+            "lost_detail": {
+                "no_record": len(missing),
+                "never_ended": len(never_ended) - len(missing),
+                "unsubmitted": len(unsubmitted),
+                "statuses": dict(Counter(records[r].status.value for r in never_ended if r in records)),
+            },
             "stuck": len(stuck),
             "stuck_statuses": dict(Counter(str(s) for s in stuck.values())),
             "stuck_examples": sorted(stuck)[:5],
@@ -965,18 +987,29 @@ class ChaosRun:
             "failed_reasons": dict(failures.most_common(5)),
             "kills": {"jobs": faults.get("sigkill_jobs", 0), "tools": faults.get("sigkill_tools", 0)},
             "tools_kills_mid_call": mid_call,
-            "restarts": {"jobs_workers": self.fleet.restarts.get("jobs", 0),
-                         "tools_workers": self.fleet.restarts.get("tools", 0),
-                         "redis": faults.get("redis_restart", 0), "postgres": faults.get("postgres_restart", 0)},
+            "restarts": {
+                "jobs_workers": self.fleet.restarts.get("jobs", 0),
+                "tools_workers": self.fleet.restarts.get("tools", 0),
+                "redis": faults.get("redis_restart", 0),
+                "postgres": faults.get("postgres_restart", 0),
+            },
             "faults": dict(faults),
             "model": {"requests": dict(self.model.requests), "faults": dict(self.model.faults)},
             "tool_runs": dict(runs_by_tool),
             "foreign_tool_runs": len(foreign_runs),
             "resume_s": resume,
             "submit_errors": dict(self.submit_errors),
-            "timeline": [{"kind": f.kind, "target": f.target, "pid": f.pid,
-                          "at_s": round(f.at - self.submit_started, 2),
-                          "took_s": round((f.ended or f.at) - f.at, 2), **f.detail} for f in self.faults],  # fmt: skip
+            "timeline": [
+                {
+                    "kind": f.kind,
+                    "target": f.target,
+                    "pid": f.pid,
+                    "at_s": round(f.at - self.submit_started, 2),
+                    "took_s": round((f.ended or f.at) - f.at, 2),
+                    **f.detail,
+                }
+                for f in self.faults
+            ],  # fmt: skip
             "settled_after_last_fault_s": self.notes.get("settled_after_last_fault_s"),
             "duration_s": round(time.time() - self.submit_started, 1) if self.submit_started else None,
             **extra,
@@ -1006,7 +1039,7 @@ class ChaosRun:
                 if not starts:
                     continue
                 last_start = before[starts[-1]][1]
-                if any(e.get("kind") == "job_finished" for _, e in before[starts[-1]:]):
+                if any(e.get("kind") == "job_finished" for _, e in before[starts[-1] :]):
                     continue
                 if by_worker and (last_start.get("data") or {}).get("worker") != killed:
                     continue
@@ -1020,6 +1053,14 @@ class ChaosRun:
                 resumed_flag += bool((next_start[1].get("data") or {}).get("resumed"))
         return {**percentiles(times), "never_resumed": never, "with_resumed_flag": resumed_flag,
                 "attributed_by": "data.worker" if by_worker else "next event"}  # fmt: skip
+
+
+def _terminal_finishes(events: list[tuple[float, dict[str, Any]]]) -> int:
+    """How many `job_finished` events with a terminal status a job has (more than one: a fork)."""
+    terminal = ("succeeded", "failed", "cancelled")
+    return sum(
+        1 for _, e in events if e.get("kind") == "job_finished" and (e.get("data") or {}).get("status") in terminal
+    )
 
 
 # -- queue messages (the hostile-input scenario) -------------------------------------------------------
@@ -1346,46 +1387,93 @@ def scenario_messages(size: int, seed: int, env: ChaosEnv | None = None, *,
                 headers, _ = celery_message(task, [], pickle_kwargs)
                 send("pickled", queue, pickled_body(marker, pickle_kwargs), "application/x-python-serialize",
                      headers, "binary")  # fmt: skip
-            # Malformed: bad JSON, wrong shapes, wrong types, unknown task, no headers, huge, binary.
-            malformed: list[tuple[str, bytes | str, dict[str, Any] | None]] = [
-                (RUN_TOOL, "{not json", None),
-                (RUN_TOOL, json.dumps({"a": 1}), None),
-                (RUN_TOOL, json.dumps([1, 2, 3]), None),
-                (RUN_TOOL, json.dumps([[], "kwargs?", {}]), None),
-                (RUN_TOOL, json.dumps([[], {"tool": 5, "arguments": "x", "key": None}, {}]), None),
-                (RUN_TOOL, json.dumps([["a", "b", "c", "d", "e", "f", "g"], {}, {}]), None),
-                (RUN_JOB, json.dumps([[{"job": "dict"}], {}, {}]), None),
-                (RUN_JOB, json.dumps([[123], {"review_answer": {"x": 1}}, {}]), None),
-                (RUN_JOB, json.dumps([[], {}, {}]), None),
-                ("slmflow.no_such_task", json.dumps([[], {}, {}]), None),
-                ("", json.dumps([[], {}, {}]), {}),
-                (RUN_TOOL, "\udcff".encode("utf-8", "surrogatepass") + b"\xff\xfe", None),
-                (RUN_JOB, json.dumps([["x" * 200_000], {}, {}]), None),
-            ]
-            for task, raw, override in malformed:
-                headers, _ = celery_message(task, [], {})
-                if override is not None:
-                    headers = override
-                for queue in (TOOLS_QUEUE, JOBS_QUEUE):
-                    send("malformed", queue, raw, headers=headers)
-            time.sleep(5)  # let the workers chew on them
-            alive_after_messages = run.fleet.alive()
-            log(f"after {sum(sent.values())} hostile messages, workers alive: {alive_after_messages}")
-            # Real jobs still run (on a restarted worker if one died, so the rest can be counted).
-            for name, alive in alive_after_messages.items():
-                if not alive:
-                    run.fleet.restart(name)
-            run.submit_all(size, 10.0)
-            run.wait_settled(bounds.stuck_after_s, bounds.lost_after_s)
+            time.sleep(4)  # let the workers take them
             with psycopg.connect(run.pg_url, autocommit=True) as connection:
                 forged_runs = connection.execute("SELECT tool, ref FROM chaos_runs WHERE ref = ANY(%s)",
                                                  (forged_refs,)).fetchall()  # fmt: skip
+            alive_after_forged = run.fleet.alive()
+            # Malformed, one kind at a time onto both queues: bad JSON, wrong shapes and types, an
+            # unknown task, no headers, bad bytes, a huge argument. A kind that kills a worker is
+            # named; the queues are then purged (the message would kill it again: a crash loop) and
+            # the worker restarted, so that the next kinds and the real jobs can be counted.
+            malformed: list[tuple[str, str, bytes | str, dict[str, Any] | None]] = [
+                ("bad_json", RUN_TOOL, "{not json", None),
+                ("body_object", RUN_TOOL, json.dumps({"a": 1}), None),
+                ("body_short_list", RUN_TOOL, json.dumps([1]), None),
+                ("body_ints", RUN_TOOL, json.dumps([1, 2, 3]), None),
+                ("kwargs_not_object", RUN_TOOL, json.dumps([[], "kwargs?", {}]), None),
+                ("wrong_types", RUN_TOOL, json.dumps([[], {"tool": 5, "arguments": "x", "key": None}, {}]), None),
+                ("too_many_args", RUN_TOOL, json.dumps([["a", "b", "c", "d", "e", "f", "g"], {}, {}]), None),
+                ("job_id_object", RUN_JOB, json.dumps([[{"job": "dict"}], {}, {}]), None),
+                ("job_id_int", RUN_JOB, json.dumps([[123], {"review_answer": {"x": 1}}, {}]), None),
+                ("no_args", RUN_JOB, json.dumps([[], {}, {}]), None),
+                ("unknown_task", "slmflow.no_such_task", json.dumps([[], {}, {}]), None),
+                ("no_headers", "", json.dumps([[], {}, {}]), {}),
+                ("bad_bytes", RUN_TOOL, "\udcff".encode("utf-8", "surrogatepass") + b"\xff\xfe", None),
+                ("huge_arg", RUN_JOB, json.dumps([["x" * 200_000], {}, {}]), None),
+            ]
+            killers, crash_loop = _send_malformed(run, malformed, send)
+            alive_after_messages = run.fleet.alive()
+            log(f"after {sum(sent.values())} hostile messages: killers {killers}, crash loops {crash_loop}")
+            for name, alive in alive_after_messages.items():
+                if not alive:
+                    run.fleet.restart(name)
+            # Real jobs still run.
+            run.submit_all(size, 10.0)
+            run.wait_settled(bounds.stuck_after_s, bounds.lost_after_s)
             return run.results(size=size, messages=dict(sent), forged_runs=len(forged_runs),
                                forged_runs_detail=[f"{t}:{r}" for t, r in forged_runs],
-                               pickle_deserialized=marker.exists(), workers_alive_after_messages=alive_after_messages,
-                               workers_died=sorted(n for n, a in alive_after_messages.items() if not a))  # fmt: skip
+                               pickle_deserialized=marker.exists(), workers_alive_after_forged=alive_after_forged,
+                               malformed_killers=killers, malformed_crash_loops=crash_loop,
+                               workers_died=sorted({n for names in killers.values() for n in names}))  # fmt: skip
 
     return _run(env, body)
+
+
+def _send_malformed(run: ChaosRun, malformed: list[tuple[str, str, bytes | str, dict[str, Any] | None]],
+                    send: Callable[..., None]) -> tuple[dict[str, list[str]], dict[str, bool]]:  # fmt: skip
+    """Send each malformed kind to both queues; name the kinds that kill a worker (and whether the
+    restarted worker dies of it again), then purge and restart so that the rest can be counted."""
+    from slmflow.fleet.app import JOBS_QUEUE, TOOLS_QUEUE
+
+    killers: dict[str, list[str]] = {}
+    crash_loop: dict[str, bool] = {}
+    for label, task, raw, override in malformed:
+        headers, _ = celery_message(task, [], {})
+        if override is not None:
+            headers = override
+        for queue in (TOOLS_QUEUE, JOBS_QUEUE):
+            send(f"malformed_{label}", queue, raw, headers=headers)
+        time.sleep(2.5)
+        dead = [name for name, worker in run.fleet.workers.items()
+                if not worker.alive() or "Unrecoverable error" in tail(worker.logfile, 400)]  # fmt: skip
+        if not dead:
+            continue
+        killers[label] = dead
+        log(f"malformed message {label!r} killed {dead}")
+        for name in dead:  # restarted as is: does the message kill it again?
+            run.fleet.restart(name)
+        time.sleep(8)
+        crash_loop[label] = any(not run.fleet.workers[n].alive()
+                                or "Unrecoverable error" in tail(run.fleet.workers[n].logfile, 400)
+                                for n in dead)  # fmt: skip
+        for name in run.fleet.workers:
+            run.fleet.kill(name)
+        _purge(run.env.redis, [TOOLS_QUEUE, JOBS_QUEUE])
+        for name in list(run.fleet.workers):
+            run.fleet.restart(name)
+        for worker in run.fleet.workers.values():
+            run.fleet.wait_ready(worker)
+    return killers, crash_loop
+
+
+def _purge(store: PrivateRedis, queues: list[str]) -> None:
+    """Drop every message of these queues, unacked ones included (the operator's last resort)."""
+    client = store.client()
+    try:
+        client.delete(*queues, "unacked", "unacked_index")
+    finally:
+        client.close()
 
 
 def scenario_combined(size: int, seed: int, env: ChaosEnv | None = None, *, rate: float = 10.0,

@@ -20,8 +20,17 @@ from typing import Any
 
 import pytest
 
-from tests.chaos.harness import ChaosEnv, require_binaries, scenario_freeze, scenario_kill, scenario_messages
-from tests.chaos.harness import scenario_model, scenario_postgres, scenario_redis, scenario_sigterm
+from tests.chaos.harness import (
+    ChaosEnv,
+    require_binaries,
+    scenario_freeze,
+    scenario_kill,
+    scenario_messages,
+    scenario_model,
+    scenario_postgres,
+    scenario_redis,
+    scenario_sigterm,
+)
 
 pytestmark = [pytest.mark.chaos]
 
@@ -78,7 +87,7 @@ def test_sigkills_of_jobs_and_tools_workers_lose_and_repeat_nothing(env: ChaosEn
 
 
 def test_redis_restart_with_no_supervisor(env: ChaosEnv, seed: int) -> None:
-    result = scenario_redis(120, seed, env)
+    result = scenario_redis(100, seed, env)
     report(result)
     print("workers that died of the Redis restart (restarted afterwards):", result["workers_died"])
     assert_no_loss(result)
@@ -86,7 +95,7 @@ def test_redis_restart_with_no_supervisor(env: ChaosEnv, seed: int) -> None:
 
 
 def test_postgres_restart_fails_no_job(env: ChaosEnv, seed: int) -> None:
-    result = scenario_postgres(120, seed, env)
+    result = scenario_postgres(100, seed, env)
     report(result)
     assert_no_loss(result)
     assert result["jobs"]["by_status"].get("failed", 0) == 0, result["failed_reasons"]
@@ -117,6 +126,9 @@ def test_model_faults_lose_no_job(env: ChaosEnv, seed: int) -> None:
     report(result)
     assert sum(result["model"]["faults"].values()) > 0, result["model"]
     assert_no_loss(result)
+    # A bad answer of the model is the model's fault (retry, escalate, review), not a crash of the job.
+    crashed = {reason: n for reason, n in result["failed_reasons"].items() if "crashed" in reason}
+    assert crashed == {}, crashed
     assert all(result["workers_alive"].values()), result["workers_alive"]
 
 
@@ -124,7 +136,7 @@ def test_forged_pickled_and_malformed_messages(env: ChaosEnv, seed: int) -> None
     result = scenario_messages(10, seed, env)
     report(result)
     assert result["pickle_deserialized"] is False
-    assert result["workers_died"] == [], result["workers_alive_after_messages"]
+    assert result["malformed_killers"] == {}, (result["malformed_killers"], result["malformed_crash_loops"])
     assert result["forged_runs"] == 0, result["forged_runs_detail"]
     assert_no_loss(result)
     assert result["jobs"]["by_status"] == {"succeeded": 10}, result["jobs"]

@@ -158,7 +158,9 @@ def _finish(state: Any) -> dict[str, Any]:
 
 
 builder = StateGraph(State)
-builder.add_node("decide", skill_node(decide, lambda s: {"ref": s["input"]["ref"], "text": s["input"]["text"]}, "answer"))
+builder.add_node(
+    "decide", skill_node(decide, lambda s: {"ref": s["input"]["ref"], "text": s["input"]["text"]}, "answer")
+)
 builder.add_node("stamp", skill_node(stamp_step, _inputs, "stamps"))
 builder.add_node("charge", skill_node(charge_step, _inputs, "charges"))
 builder.add_node("finish", _finish)
