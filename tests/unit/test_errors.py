@@ -24,15 +24,18 @@ ALL_ERRORS = [getattr(errors, name) for name in errors.__all__]
 BRANCHES = {
     UsageError: [
         "InvalidInput",
+        "InputTooLarge",
         "UnknownGraph",
         "UnknownSkill",
         "UnknownTool",
         "ProjectError",
         "SettingsError",
+        "IdempotencyConflict",
         "EndpointUnreachable",
+        "StoreUnavailable",
     ],
     ModelError: ["ModelUnavailable", "ModelTimeout"],
-    ToolError: ["ToolNotGranted", "InvalidToolArguments", "ToolTimeout", "ToolFailed"],
+    ToolError: ["ToolNotGranted", "InvalidToolArguments", "ToolTimeout", "ToolFailed", "ToolOutcomeUnknown"],
     JobError: ["JobNotFound", "JobFailed", "JobCancelled", "JobNeedsReview", "JobTimeout"],
 }
 
