@@ -417,7 +417,7 @@ def _problem(error: SchemaViolation, root: str) -> Problem:
     )
     if keyword == "required":
         missing = next((name for name in expected if name not in instance), expected[0])
-        return Problem(f"{where}.{_key_shown(missing)}", "is required but missing")
+        return Problem(f"{where}.{_key_shown(missing)}", "Field required")
     if keyword == "additionalProperties":
         known = set(error.schema.get("properties", {}))
         extra = [k for k in instance if k not in known]
