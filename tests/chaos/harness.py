@@ -814,12 +814,25 @@ class ChaosRun:
         worker = self.fleet.workers[name]
         record = self.fault(f"sigkill_{worker.kind}", name, worker.pid)
         self.fleet.kill(name)
-        if restart_after is not None:
+        if restart_after is None:
+            record.ended = time.time()
+        else:
             time.sleep(restart_after)
-            self.fleet.restart(name)
-        record.ended = time.time()
-        log(f"SIGKILL {name} (pid {worker.pid}); restarted after {restart_after}s")
+            self.ended_when_ready(record, [self.fleet.restart(name)])
+        log(f"SIGKILL {name} (pid {worker.pid}); restarting after {restart_after:.1f}s")
         return record
+
+    def ended_when_ready(self, record: Fault, workers: list[Worker]) -> None:
+        """The fault ends when the restarted workers are up (their boot is not the fleet's recovery)."""
+
+        def wait() -> None:
+            for worker in workers:
+                with contextlib.suppress(RuntimeError):  # died again: the counts will say so
+                    self.fleet.wait_ready(worker)
+            record.ended = time.time()
+            record.detail["restart_ready_s"] = round(record.ended - record.at, 2)
+
+        threading.Thread(target=wait, daemon=True).start()
 
     def restart_redis(self, down_s: float) -> Fault:
         """Crash Redis (SIGKILL), keep it down `down_s`, start it on the same AOF."""
@@ -839,8 +852,8 @@ class ChaosRun:
         return record
 
     def last_fault(self) -> float:
-        """When the last fault ended (or the last submit, if later)."""
-        ends = [f.ended or f.at for f in self.faults]
+        """When the last fault ended (or the last submit, if later); a fault not over yet: now."""
+        ends = [f.ended or time.time() for f in self.faults]
         return max([self.submit_ended, *ends])
 
     # -- waiting and counting -----------------------------------------------------------------------------
@@ -865,8 +878,8 @@ class ChaosRun:
     def wait_settled(self, stuck_after_s: float, lost_after_s: float) -> None:
         """Until every job is settled, or the stuck bound (and then the lost bound) passes."""
         self.notes["stuck_after_s"], self.notes["lost_after_s"] = stuck_after_s, lost_after_s
-        stuck_at = self.last_fault() + stuck_after_s
         stuck: dict[str, str | None] | None = None
+        stuck_at = time.time() + stuck_after_s
         last_log = 0.0
         while True:
             try:
@@ -882,6 +895,8 @@ class ChaosRun:
                 last_log = now
             if not open_:
                 break
+            if stuck is None:
+                stuck_at = self.last_fault() + stuck_after_s
             if stuck is None and now > stuck_at:
                 stuck = open_
                 log(f"stuck bound passed: {len(stuck)} jobs not settled; waiting {lost_after_s:g}s more")
@@ -1110,7 +1125,7 @@ def pickled_body(marker: Path, task_kwargs: dict[str, Any]) -> bytes:
 class Bounds:
     """Time bounds of a scenario's wait."""
 
-    stuck_after_s: float = 30.0
+    stuck_after_s: float = 40.0
     lost_after_s: float = 15.0
 
 
@@ -1172,14 +1187,13 @@ def scenario_redis(size: int, seed: int, env: ChaosEnv | None = None, *, rate: f
             def inject() -> None:
                 time.sleep(at)
                 record = run.restart_redis(down_s)
+                record.ended = None
                 time.sleep(15)  # long enough for a worker that dies of it to have died
                 survived.update(run.fleet.alive())
                 record.detail["workers_survived"] = dict(survived)
                 log(f"after the Redis restart, workers alive: {survived}")
-                for name, alive in survived.items():
-                    if not alive:
-                        run.fleet.restart(name)
-                record.ended = time.time()
+                dead = [run.fleet.restart(name) for name, alive in survived.items() if not alive]
+                run.ended_when_ready(record, dead)
 
             run.background(lambda: run.submit_all(size, rate), "submit")
             run.background(inject, "inject")
@@ -1452,8 +1466,9 @@ def _send_malformed(run: ChaosRun, malformed: list[tuple[str, str, bytes | str, 
         killers[label] = dead
         log(f"malformed message {label!r} killed {dead}")
         for name in dead:  # restarted as is: does the message kill it again?
-            run.fleet.restart(name)
-        time.sleep(8)
+            with contextlib.suppress(RuntimeError):
+                run.fleet.wait_ready(run.fleet.restart(name))
+        time.sleep(4)
         crash_loop[label] = any(not run.fleet.workers[n].alive()
                                 or "Unrecoverable error" in tail(run.fleet.workers[n].logfile, 400)
                                 for n in dead)  # fmt: skip

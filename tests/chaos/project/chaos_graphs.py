@@ -176,6 +176,6 @@ graph = GraphSpec(
     builder=builder,
     input=ChaosInput,
     output=ChaosOutput,
-    tools=ToolRegistry.of([stamp, charge, ungranted]),
+    tools=ToolRegistry.of([stamp, charge, ungranted], timeout=10.0),  # a lost call is given up on in 20 s
     skills=(decide, stamp_step, charge_step),
 )
