@@ -30,7 +30,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from slmflow import telemetry
-from slmflow.errors import ModelError, ModelTimeout, ToolError
+from slmflow.errors import ModelError, ModelTimeout, ToolError, ToolOutcomeUnknown
 from slmflow.learning.hooks import Learning, answer_key, said
 from slmflow.models import Completion, Endpoints, ModelClient, Tier
 from slmflow.prompts import feedback_message, render_messages
@@ -52,6 +52,8 @@ class SkillRun:
     executor: ToolExecutor | None = None
     job_id: str = "adhoc"
     step: str | None = None
+    run: int = 0
+    """The run of the step (see `ToolContext.run`)."""
 
 
 async def run_skill(
@@ -63,13 +65,19 @@ async def run_skill(
     executor: ToolExecutor | None = None,
     job_id: str = "adhoc",
     step: str | None = None,
+    run: int = 0,
 ) -> SkillResult:
-    """Run one skill on one input through the cascade; never raises for a bad answer."""
+    """Run one skill on one input through the cascade; never raises for a bad answer.
+
+    The one exception that passes through is `ToolOutcomeUnknown`: a call that may have run must
+    not be tried again by a new attempt (a new key), so the step pauses for a reviewer instead.
+    """
     data = values.model_dump() if isinstance(values, BaseModel) else dict(values)
-    run = SkillRun(endpoints, tools, executor or InProcessExecutor(), job_id, step or skill.name)
-    with telemetry.skill_span(skill.name, run.step or skill.name, job_id) as span:
+    where = SkillRun(endpoints, tools, executor or InProcessExecutor(), job_id, step or skill.name, run)
+    with telemetry.skill_span(skill.name, where.step or skill.name, job_id) as span:
+        span.set_attribute("slmflow.step_run", run)
         started = time.perf_counter()
-        cascade = _Cascade(skill, data, run)
+        cascade = _Cascade(skill, data, where)
         result = await cascade.run()
         slm_model = cascade.slm_name()
         telemetry.record_skill(skill.name, result.status, [str(e.reason) for e in result.escalations],
@@ -159,7 +167,7 @@ class _Cascade:
                 verdict, completion = await self._ask(tier, client, model, messages, request)
                 _observe(span, self.skill.name, tier, verdict, completion)
             if completion is not None and verdict.ok and isinstance(self.skill.output, ToolCalls):
-                verdict = await self._execute(verdict)  # its spans sit beside the model call's
+                verdict = await self._execute(verdict, tier, number)  # its spans sit beside the model call's
             self._record(tier, number, completion.model if completion else model or client.endpoint.default_model,
                          verdict, completion, client)  # fmt: skip
             if completion is None:
@@ -246,7 +254,7 @@ class _Cascade:
         )  # fmt: skip
         return (completion.text or "").strip() or None
 
-    async def _execute(self, verdict: Verdict) -> Verdict:
+    async def _execute(self, verdict: Verdict, tier: Tier, attempt: int) -> Verdict:
         """Run the checked calls (in parallel); a tool error fails the attempt with `tool_error`."""
         assert self.run_.tools is not None and self.run_.executor is not None
         calls: list[ToolCall] = verdict.answer
@@ -257,11 +265,13 @@ class _Cascade:
                     self.run_.executor.run(
                         self.run_.tools.get(call.name),
                         call.arguments,
-                        ToolContext(self.run_.job_id, step, index),
+                        ToolContext(self.run_.job_id, step, index, self.run_.run, str(tier), attempt),
                     )
                     for index, call in enumerate(calls)
                 )
             )
+        except ToolOutcomeUnknown:
+            raise
         except ToolError as exc:
             return Verdict.reject(EscalationReason.TOOL_ERROR, str(exc), confidence=verdict.confidence)
         verdict.answer = [ToolCall(c.name, c.arguments, r) for c, r in zip(calls, results, strict=True)]

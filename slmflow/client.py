@@ -28,7 +28,7 @@ from slmflow.errors import (
     UsageError,
 )
 from slmflow.events import Event
-from slmflow.fleet.app import create_app, enqueue_job
+from slmflow.fleet.queues import publish_job, publisher
 from slmflow.fleet.records import JobRecord
 from slmflow.fleet.store import JobStore, new_job_id
 from slmflow.jobs import JobStatus
@@ -105,11 +105,13 @@ class AsyncJob:
         record = await self.get()
         if record.status != JobStatus.NEEDS_REVIEW:
             raise UsageError(f"job {self.id} is {record.status.value}, not needs_review: there is nothing to review")
-        record.status, record.review = JobStatus.QUEUED, None
+        # Queued (and active) again with the answer in the record first, then published: if the
+        # publish is lost, the reconciler publishes it, and the run finds the answer in the record.
+        record.status, record.review, record.review_answer = JobStatus.QUEUED, None, {"answer": answer}
         if not await self.client.store.requeue_for_review(record):
             raise UsageError(f"job {self.id} was reviewed by someone else meanwhile")
-        await self.client.store.reset_attempts(self.id)
-        self.client.enqueue(self.id, review_answer=answer)
+        await self.client.store.reset_stalls(self.id)
+        self.client.enqueue(self.id, resumed=True)
 
 
 class AsyncClient:
@@ -117,8 +119,9 @@ class AsyncClient:
 
     def __init__(self, settings: Settings | None = None, *, redis_url: str | None = None) -> None:
         self.settings = settings or load_settings(**({"redis_url": redis_url} if redis_url else {}))
-        self.store = JobStore(self.settings.redis_url, self.settings.job_ttl_s)
-        self._app = create_app(self.settings)
+        self.store = JobStore(self.settings.redis_url, self.settings.job_ttl_s,
+                              reconcile_after_s=self.settings.reconcile_after_s)  # fmt: skip
+        self._app = publisher(self.settings)
 
     async def __aenter__(self) -> AsyncClient:
         return self
@@ -188,9 +191,9 @@ class AsyncClient:
         """Recent jobs, newest first."""
         return await self.store.recent(JobStatus(status) if status else None, graph, limit)
 
-    def enqueue(self, job_id: str, **options: Any) -> None:
-        """Publish `run_job` for a recorded job."""
-        enqueue_job(self._app, job_id, **options)
+    def enqueue(self, job_id: str, *, resumed: bool = False) -> None:
+        """Publish `run_job` for a recorded job (a job that is already queued runs once anyway)."""
+        publish_job(self._app, job_id, resumed=resumed)
 
     async def _graph(self, name: str) -> GraphInfo:
         return self._served(name, await self._catalog())

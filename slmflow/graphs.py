@@ -14,13 +14,14 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Annotated, Any, NotRequired, Protocol, TypedDict
 
+from langgraph.config import get_config
 from langgraph.graph import StateGraph
 from langgraph.runtime import Runtime
 from langgraph.types import interrupt
 from pydantic import BaseModel
 
 from slmflow.cascade import run_skill
-from slmflow.errors import UsageError
+from slmflow.errors import ToolOutcomeUnknown, UsageError
 from slmflow.events import Event, EventSink
 from slmflow.models import Endpoints
 from slmflow.skills import Object, Skill, ToolCalls
@@ -120,14 +121,18 @@ def skill_node(skill: Skill, inputs: NodeInputs, output_key: str, *, step: str |
         context = runtime.context
         if context is None:
             raise UsageError(f"graph step {step_name!r} ran without a JobContext: run it as a job")
-        # A step paused for review re-runs from its start when resumed: reuse its result.
+        # The run of this step: LangGraph's step number, the same when a crashed or paused run is
+        # replayed, new each time a loop comes back here. Tool keys and the memo carry it.
+        run = int(get_config().get("metadata", {}).get("langgraph_step", 0))
         values = dict(inputs(state))
-        recorded = await context.memo.recall(step_name)
+        memo_key = f"{step_name}:{run}"
+        # A step paused for review re-runs from its start when resumed: reuse its result.
+        recorded = await context.memo.recall(memo_key)
         if recorded is None:
-            recorded = await _run_step(skill, step_name, values, context)
+            recorded = await _run_settled(skill, step_name, run, values, context)
         if recorded["status"] == "ok":
             return {output_key: recorded["answer"], "skill_results": [recorded]}
-        await context.memo.remember(step_name, recorded)
+        await context.memo.remember(memo_key, recorded)
         # Every tier failed: pause for a human. The payload is what a reviewer needs to answer; an
         # answer that fails the step's schema or checks is refused and the step asks again.
         payload: dict[str, Any] = {"step": step_name, "skill": skill.name, "result": recorded}
@@ -140,25 +145,48 @@ def skill_node(skill: Skill, inputs: NodeInputs, output_key: str, *, step: str |
         if learning is not None and learning.record:
             await learning.keep_review(skill, values, answer, context.tools, job_id=context.job_id, step=step_name)
         await context.publish(Event(kind="step_finished", step=step_name, skill=skill.name,
-                                    data={"status": "ok", "tier": "human"}))  # fmt: skip
+                                    data={"status": "ok", "tier": "human", "run": run}))  # fmt: skip
         return {output_key: answer, "skill_results": [reviewed]}
 
     node.__name__ = step_name
     return node
 
 
-async def _run_step(skill: Skill, step: str, values: Mapping[str, Any], context: JobContext) -> dict[str, Any]:
-    await context.publish(Event(kind="step_started", step=step, skill=skill.name))
+async def _run_settled(
+    skill: Skill, step: str, run: int, values: Mapping[str, Any], context: JobContext
+) -> dict[str, Any]:
+    """Run the step; a tool call whose outcome is unknown pauses it until a reviewer settles the call."""
+    while True:
+        try:
+            return await _run_step(skill, step, run, values, context)
+        except ToolOutcomeUnknown as exc:
+            payload = {"step": step, "skill": skill.name, "reason": "outcome_unknown", "message": exc.message,
+                       **{k: exc.context.get(k) for k in ("tool", "key", "arguments")}}  # fmt: skip
+            while errors := _settle_errors(answer := interrupt(payload)):
+                payload = {**payload, "review_errors": errors}
+            await context.executor.resolve(context.job_id, str(exc.context["key"]), answer)
+
+
+def _settle_errors(answer: Any) -> list[str]:
+    if isinstance(answer, dict) and (answer.get("retry") is True or "result" in answer):
+        return []
+    return ['answer {"result": <what the tool returned>} or {"retry": true} (run the call again)']
+
+
+async def _run_step(
+    skill: Skill, step: str, run: int, values: Mapping[str, Any], context: JobContext
+) -> dict[str, Any]:
+    await context.publish(Event(kind="step_started", step=step, skill=skill.name, data={"run": run}))
     result = await run_skill(
         skill, values, context.endpoints, tools=context.tools, executor=context.executor,
-        job_id=context.job_id, step=step,
+        job_id=context.job_id, step=step, run=run,
     )  # fmt: skip
     for escalation in result.escalations:
         await context.publish(Event(kind="skill_escalated", step=step, skill=skill.name,
                                     data=escalation.model_dump(mode="json")))  # fmt: skip
     last = result.attempts[-1] if result.attempts else None
     await context.publish(Event(kind="step_finished", step=step, skill=skill.name, data={
-        "status": result.status, "tier": result.tier, "attempts": len(result.attempts),
+        "status": result.status, "tier": result.tier, "attempts": len(result.attempts), "run": run,
         "confidence": result.confidence if result.ok else (last.confidence if last else None),
         "input_tokens": sum(a.input_tokens for a in result.attempts),
         "output_tokens": sum(a.output_tokens for a in result.attempts),

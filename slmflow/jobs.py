@@ -155,6 +155,8 @@ async def run_job(
     graph = _compiled(spec.builder, checkpointer)
     config: RunnableConfig = {"configurable": {"thread_id": job_id}}
     payload: Any = {"input": job_input.model_dump(mode="json"), "skill_results": []}
+    if resume is not NO_RESUME and not (await graph.aget_state(config)).interrupts:
+        resume = NO_RESUME  # the answer was taken by an earlier run that crashed after it: carry on
     if resume is not NO_RESUME:
         payload = Command(resume=resume)
     elif await checkpointer.aget_tuple(config) is not None:
@@ -201,7 +203,8 @@ def _result(spec: GraphSpec, job_id: str, state: StateSnapshot, latency_s: float
     output = None
     if state.interrupts:
         review = state.interrupts[0].value
-        results.append(SkillResult.model_validate(review["result"]))
+        if "result" in review:
+            results.append(SkillResult.model_validate(review["result"]))
         status = JobStatus.NEEDS_REVIEW
     else:
         status = JobStatus.SUCCEEDED
@@ -219,6 +222,10 @@ def _result(spec: GraphSpec, job_id: str, state: StateSnapshot, latency_s: float
 def _review_summary(review: dict[str, Any] | None) -> dict[str, Any] | None:
     if review is None:
         return None
+    if review.get("reason") == "outcome_unknown":  # a tool call that may or may not have run
+        return {key: review.get(key) for key in ("step", "skill", "reason", "tool", "key", "arguments", "message")} | {
+            "review_errors": review.get("review_errors", [])
+        }
     attempts = review["result"].get("attempts", [])
     return {
         "step": review["step"],

@@ -136,10 +136,10 @@ def idempotent(tool: BaseTool) -> BaseTool:
 
 def _context_arg(tool: BaseTool) -> str | None:
     """The injected parameter typed `ToolContext`, if the tool asks for one."""
-    hidden = set(tool.get_input_schema().model_fields) - set(_call_fields(tool))
-    for name in hidden:
-        annotation = tool.get_input_schema().model_fields[name].annotation
-        if annotation is ToolContext:
+    fields: dict[str, Any] = getattr(tool.get_input_schema(), "model_fields", {})
+    hidden = set(fields) - set(_call_fields(tool))
+    for name in sorted(hidden):
+        if fields[name].annotation is ToolContext:
             return name
     return None
 
@@ -148,7 +148,7 @@ def _call_fields(tool: BaseTool) -> list[str]:
     schema = tool.tool_call_schema
     if isinstance(schema, dict):
         return list(schema.get("properties", {}))
-    return list(schema.model_fields)
+    return list(getattr(schema, "model_fields", {}))
 
 
 def _from_langchain(tool: BaseTool, timeout: float) -> ToolSpec:
@@ -240,9 +240,16 @@ class ToolExecutor(Protocol):
         """Run `spec` with `arguments`."""
         ...
 
+    async def resolve(self, job_id: str, key: str, answer: dict[str, Any]) -> None:
+        """Settle a call whose outcome was unknown with a reviewer's answer."""
+        ...
+
 
 class InProcessExecutor:
     """Runs tools in this process, each under its own timeout."""
+
+    async def resolve(self, job_id: str, key: str, answer: dict[str, Any]) -> None:
+        """Nothing to settle: an in-process call's outcome is never unknown (it dies with its job)."""
 
     async def run(self, spec: ToolSpec, arguments: dict[str, Any], context: ToolContext) -> Any:
         """Run `spec` with `arguments`; tool exceptions become `ToolFailed`."""

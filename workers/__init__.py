@@ -4,7 +4,7 @@ Settings come from `SLMFLOW_*` (Redis URL, checkpoint URL, model endpoints, tool
 worker loads the project's graphs from the current directory or `SLMFLOW_PROJECT`.
 """
 
-from slmflow.fleet import create_app
+from slmflow.fleet.app import create_app
 
 __all__ = ["app"]
 

@@ -7,7 +7,8 @@ from typing import Annotated
 
 import typer
 
-from slmflow.fleet.app import JOBS_QUEUE, create_app
+from slmflow.fleet.app import create_app
+from slmflow.fleet.queues import JOBS_QUEUE
 from slmflow.settings import load_settings
 
 __all__ = ["worker"]

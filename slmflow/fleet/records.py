@@ -32,6 +32,8 @@ class JobRecord(BaseModel):
     """The typed error (`SlmflowError.to_dict()`) of a failed job."""
     review: dict[str, Any] | None = None
     """For `needs_review`: the step waiting for a human and why no tier could answer it."""
+    review_answer: dict[str, Any] | None = None
+    """A reviewer's answer (`{"answer": ...}`) the job's next run resumes the paused step with."""
     usage: JobUsage = Field(default_factory=JobUsage)
     metadata: dict[str, Any] = Field(default_factory=dict)
     idempotency_key: str | None = None

@@ -2,42 +2,41 @@
 
 Celery runs `run_job` tasks on the threads pool; each task hands its job to this loop and waits,
 so a process holds hundreds of jobs whose model and tool I/O interleave on one loop. Around each
-job: a lease with a fencing token, renewed by heartbeat (a lapsed lease means the worker died);
-an attempt counter (dead-letter after `max_job_attempts`); a sweeper that re-enqueues jobs whose
-lease lapsed, so a SIGKILLed worker's jobs resume within seconds instead of after the broker's
-visibility timeout; and checkpoints that refuse writes once the lease is lost.
+run: a lease with a fencing token, renewed by one heartbeat for all the process's jobs (a lapsed
+lease means the worker died, and the reconciler hands the job on); a stall counter (dead-letter a
+job whose runs keep dying without progress); checkpoints fenced by the lease; store faults that
+give the job back instead of failing it; and a bounded drain on shutdown.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
+import os
+import socket
 import threading
-from collections.abc import AsyncIterator, Coroutine, Iterator, Sequence
-from contextlib import AsyncExitStack
-from contextvars import ContextVar
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Coroutine
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, ClassVar, TypeVar
+from typing import Any, TypeVar
 
+import psycopg
+import psycopg_pool
+import redis
 from celery import Celery
-from langchain_core.runnables import RunnableConfig
-from langgraph.checkpoint.base import (
-    BaseCheckpointSaver,
-    ChannelVersions,
-    Checkpoint,
-    CheckpointMetadata,
-    CheckpointTuple,
-)
+from langgraph.checkpoint.base import BaseCheckpointSaver
 
 from slmflow.checkpoints import open_checkpointer
-from slmflow.errors import JobFailed, SlmflowError
+from slmflow.errors import InvalidInput, JobFailed, StoreUnavailable
 from slmflow.events import Event
-from slmflow.fleet.app import enqueue_job
+from slmflow.fleet.calls import JobCalls
 from slmflow.fleet.executor import CeleryToolExecutor
-from slmflow.fleet.records import TERMINAL, JobRecord
-from slmflow.fleet.store import CancelSignal, JobStore, LeaseLost
+from slmflow.fleet.fencing import fenced, on_checkpoint, open_fenced_postgres
+from slmflow.fleet.queues import publish_job
+from slmflow.fleet.reconciler import Reconciler
+from slmflow.fleet.records import JobRecord
+from slmflow.fleet.store import CancelSignal, JobStore, LeaseLost, current_lease
 from slmflow.graphs import GraphSpec
 from slmflow.jobs import NO_RESUME, JobResult, JobStatus, run_job
 from slmflow.models import Endpoints
@@ -45,12 +44,17 @@ from slmflow.project import find_project
 from slmflow.settings import Settings
 from slmflow.telemetry import setup_metrics, setup_tracing
 
-__all__ = ["JobsRuntime", "catalog_entry"]
+__all__ = ["TRANSIENT", "JobsRuntime", "catalog_entry"]
 
 log = logging.getLogger("slmflow.worker")
 T = TypeVar("T")
 CATALOG_TTL_S = 45
-SWEEP_EVERY_S = 2.0
+
+TRANSIENT: tuple[type[BaseException], ...] = (
+    StoreUnavailable, redis.ConnectionError, redis.TimeoutError, psycopg.OperationalError, psycopg.InterfaceError,
+    psycopg_pool.PoolTimeout,
+)  # fmt: skip
+"""Faults of the stores, not of the job: the run stops, the job is given back and resumes later."""
 
 
 def catalog_entry(spec: GraphSpec) -> dict[str, Any]:
@@ -64,23 +68,31 @@ def catalog_entry(spec: GraphSpec) -> dict[str, Any]:
     }
 
 
+class _HandBack(Exception):  # noqa: N818 - a signal: this run stops, the job goes on elsewhere
+    """The run stops without ending the job: `reason` says why (drain, store fault)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass
+class _Held:
+    token: int
+    task: asyncio.Task[Any]
+    stop: list[str] = field(default_factory=list)
+    progressed: bool = False
+
+
 class JobsRuntime:
-    """The per-process engine of a jobs worker (created on the first task, or at worker start)."""
-
-    _instance: ClassVar[JobsRuntime | None] = None
-    _lock: ClassVar[threading.Lock] = threading.Lock()
-
-    @classmethod
-    def of(cls, app: Celery) -> JobsRuntime:
-        """This process's runtime for `app`."""
-        with cls._lock:
-            if cls._instance is None:
-                cls._instance = cls(app)
-            return cls._instance
+    """The per-process engine of a jobs worker (see `slmflow.fleet.process` for the one instance)."""
 
     def __init__(self, app: Celery) -> None:
         self.app = app
         self.settings: Settings = app.conf.slmflow_settings
+        self.worker = f"{socket.gethostname()}:{os.getpid()}"
+        self.draining = False
+        self._held: dict[str, _Held] = {}
         self.loop = asyncio.new_event_loop()
         threading.Thread(target=self.loop.run_forever, name="slmflow-jobs-loop", daemon=True).start()
         self._stack = AsyncExitStack()
@@ -94,112 +106,183 @@ class JobsRuntime:
         setup_metrics("slmflow-jobs-worker")
         settings = self.settings
         self.graphs = find_project(settings.project).load_all()
-        self.store = JobStore(settings.redis_url, settings.job_ttl_s)
+        self.store = JobStore(settings.redis_url, settings.job_ttl_s, reconcile_after_s=settings.reconcile_after_s,
+                              max_event_bytes=settings.max_event_bytes)  # fmt: skip
         await self.store.ping()
+        self.calls = JobCalls(self.store.redis, settings.job_ttl_s)
         self.endpoints = Endpoints.from_settings(settings)
-        self.checkpointer = await self._stack.enter_async_context(open_checkpointer(settings.checkpoint_url, 50))
-        self._held: dict[str, _Held] = {}
-        self.fenced_checkpointer = FencedCheckpointer(self.checkpointer, self.store)
+        self.checkpointer = fenced(await self._stack.enter_async_context(_checkpointer(settings.checkpoint_url)),
+                                   self.store)  # fmt: skip
+        self.reconciler = Reconciler(self.app, self.store)
         self._background = [
             asyncio.create_task(self._publish_catalog()),
-            asyncio.create_task(self._sweep()),
+            asyncio.create_task(self.reconciler.run_forever()),
             asyncio.create_task(self._heartbeat()),
         ]
         await self.store.publish_graphs([catalog_entry(s) for s in self.graphs.values()], CATALOG_TTL_S)
 
     def run(self, job_id: str, resume: Any = NO_RESUME) -> None:
-        """Run one job (blocks the calling task thread until the job ends, pauses or moves on)."""
+        """Run one job (blocks the calling task thread until the run ends, pauses or hands the job back)."""
         self._call(self._run(job_id, resume), timeout=self.settings.job_timeout_s + 30)
 
+    def drain(self) -> None:
+        """Shutdown began: finish what can be finished within `SLMFLOW_DRAIN_S`, then hand the rest back."""
+        self.loop.call_soon_threadsafe(lambda: self._background.append(asyncio.ensure_future(self._drain())))
+
+    async def _drain(self) -> None:
+        self.draining = True
+        deadline = self.loop.time() + self.settings.drain_s
+        while self._held and self.loop.time() < deadline:
+            await asyncio.sleep(0.1)
+        for held in list(self._held.values()):
+            held.stop.append("drain")
+            held.task.cancel()
+
     async def _run(self, job_id: str, resume: Any) -> None:
-        record = await self.store.get(job_id)
-        if record.status in TERMINAL or (record.status == JobStatus.NEEDS_REVIEW and resume is NO_RESUME):
-            return  # a duplicate delivery of a job that already ended or waits for review
-        token = await self.store.acquire_lease(job_id, self.settings.lease_ttl_s)
-        if token is None:
-            return  # another worker holds it; if that worker dies, the sweeper hands it on
         try:
-            await self._run_leased(record, token, resume)
+            token = await self.store.acquire_lease(job_id, self.settings.lease_ttl_s)
+        except TRANSIENT as exc:
+            log.warning("job %s: cannot take its lease (%s); the reconciler will hand it on", job_id, exc)
+            return
+        if token is None:
+            return  # held by another run, or nothing to run (ended, paused, unknown: a forged message)
+        if self.draining:
+            await self._hand_back(job_id, token, "drain")
+            return
+        try:
+            await self._run_leased(job_id, token, resume)
+        except _HandBack as signal:
+            await self._hand_back(job_id, token, signal.reason)
         except LeaseLost:
             log.warning("job %s: lease lost, another worker took it over; stopping", job_id)
+            await self._quietly(self.store.release_lease(job_id, token))
         except CancelSignal:
             log.info("job %s was cancelled before it started", job_id)
-        finally:
-            await self.store.release_lease(job_id, token)
+            await self._quietly(self.store.release_lease(job_id, token))
+        except TRANSIENT as exc:
+            await self._hand_back(job_id, token, f"store fault: {exc}")
+        else:
+            await self._quietly(self.store.release_lease(job_id, token))
 
-    async def _run_leased(self, record: JobRecord, token: int, resume: Any) -> None:
+    async def _hand_back(self, job_id: str, token: int, reason: str) -> None:
+        """Let the lease go and publish the job to the resume queue (the reconciler covers a failure)."""
+        log.warning("job %s: handed back (%s)", job_id, reason)
+        await self._quietly(self.store.release_lease(job_id, token, check_after_s=1.0))
+        await self._quietly(asyncio.to_thread(publish_job, self.app, job_id, resumed=True))
+
+    async def _quietly(self, work: Coroutine[Any, Any, Any]) -> None:
+        try:
+            await work
+        except Exception as exc:  # the store is down: the lease lapses and the reconciler takes over
+            log.warning("%s", exc)
+
+    async def _run_leased(self, job_id: str, token: int, resume: Any) -> None:
         store, settings = self.store, self.settings
-        record.attempts = await store.count_attempt(record.id)
-        if record.attempts > settings.max_job_attempts:
+        stalls = await store.count_stall(job_id)
+        record = await store.get(job_id)
+        record.attempts += 1
+        if stalls > settings.max_job_attempts:
             error = JobFailed(
-                f"dead-lettered: the job's worker was lost {record.attempts - 1} times "
+                f"dead-lettered: {stalls - 1} runs in a row died without progress "
                 f"(SLMFLOW_MAX_JOB_ATTEMPTS={settings.max_job_attempts})",
                 job_id=record.id,
             )
             await self._finish(record, token, JobStatus.FAILED, error=error.to_dict())
             return
+        await self.checkpointer.claim(job_id, token)
+        if resume is NO_RESUME and record.review_answer is not None:
+            resume = record.review_answer["answer"]
         record.status, record.started_at = JobStatus.RUNNING, record.started_at or _now()
         await store.fenced_put(record, token)
-        job = asyncio.current_task()
-        assert job is not None
-        stop_reason: list[str] = []
-        self._held[record.id] = _Held(token, job, stop_reason)
-        _lease.set((record.id, token))
         try:
-            async with asyncio.timeout(settings.job_timeout_s):
-                result = await self._execute(record, token, resume)
-        except asyncio.CancelledError:
-            if not stop_reason:
-                raise
-            job.uncancel()  # our own heartbeat stopped the job: this task goes on to record why
-            if stop_reason[0] == "cancelled":
-                await self._finish(record, token, JobStatus.CANCELLED)
-                return
-            raise LeaseLost(record.id) from None
-        except TimeoutError:
-            error = JobFailed(f"the job ran past SLMFLOW_JOB_TIMEOUT_S={settings.job_timeout_s:g}s", job_id=record.id)
-            await self._finish(record, token, JobStatus.FAILED, error=error.to_dict())
+            async with self._holding(record.id, token) as held:
+                result = await self._execute(record, token, resume, held)
+        except _Ended as ended:
+            await self._finish(record, token, ended.status, error=ended.error)
             return
-        except (LeaseLost, CancelSignal):
-            raise
-        except Exception as exc:  # a bug in a graph or in slmflow: the job must still end, not hang `running`
-            log.exception("job %s crashed", record.id)
-            error = JobFailed(f"the job crashed: {type(exc).__name__}: {exc}", job_id=record.id)
-            await self._finish(record, token, JobStatus.FAILED, error=error.to_dict())
-            return
-        finally:
-            self._held.pop(record.id, None)
         record.usage = result.usage
         record.trace_id = record.trace_id or result.trace_id
-        await self._finish(record, token, result.status, output=result.output, error=result.error, review=result.review)
+        await self._finish(record, token, result.status, emitted=True, output=result.output, error=result.error,
+                           review=result.review)  # fmt: skip
 
-    async def _execute(self, record: JobRecord, token: int, resume: Any) -> JobResult:
+    @asynccontextmanager
+    async def _holding(self, job_id: str, token: int) -> AsyncIterator[_Held]:
+        """While the run lasts: heartbeat, lease in context, stop signals turned into outcomes."""
+        task = asyncio.current_task()
+        assert task is not None
+        held = _Held(token, task)
+        self._held[job_id] = held
+        lease, progress = current_lease.set((job_id, token)), on_checkpoint.set(lambda: self._progressed(job_id, held))
+        try:
+            async with asyncio.timeout(self.settings.job_timeout_s):
+                yield held
+        except asyncio.CancelledError:
+            if not held.stop:
+                raise
+            task.uncancel()  # our own heartbeat or drain stopped the job: say why
+            reason = held.stop[0]
+            if reason == "cancelled":
+                raise _Ended(JobStatus.CANCELLED) from None
+            if reason == "drain":
+                raise _HandBack("drain") from None
+            raise LeaseLost(job_id) from None
+        except TimeoutError:
+            error = JobFailed(f"the job ran past SLMFLOW_JOB_TIMEOUT_S={self.settings.job_timeout_s:g}s", job_id=job_id)
+            raise _Ended(JobStatus.FAILED, error.to_dict()) from None
+        except InvalidInput as exc:  # the worker's own check of the input (stricter than the SDK's, never laxer)
+            raise _Ended(JobStatus.FAILED, exc.to_dict()) from None
+        except _PASS_THROUGH:
+            raise
+        except Exception as exc:  # a bug in a graph or in slmflow: the job must still end, not hang `running`
+            log.exception("job %s crashed", job_id)
+            error = JobFailed(f"the job crashed: {type(exc).__name__}: {exc}", job_id=job_id)
+            raise _Ended(JobStatus.FAILED, error.to_dict()) from None
+        finally:
+            self._held.pop(job_id, None)
+            current_lease.reset(lease)
+            on_checkpoint.reset(progress)
+            if not held.progressed:
+                # This run ends here, not by its worker dying: it is not a stall (only vanished runs count).
+                await self._quietly(self.store.uncount_stall(job_id))
+
+    async def _progressed(self, job_id: str, held: _Held) -> None:
+        if not held.progressed:
+            held.progressed = True
+            await self.store.reset_stalls(job_id)
+
+    async def _execute(self, record: JobRecord, token: int, resume: Any, held: _Held) -> JobResult:
         spec = self.graphs.get(record.graph)
         if spec is None:
-            raise JobFailed(f"this worker does not serve graph {record.graph!r}", job_id=record.id)
+            raise _Ended(JobStatus.FAILED, JobFailed(f"this worker does not serve graph {record.graph!r}",
+                                                     job_id=record.id).to_dict())  # fmt: skip
 
         async def emit(event: Event) -> None:
+            if event.kind == "job_started":
+                event = event.model_copy(update={"data": {**event.data, "worker": self.worker}})
             await self.store.append_event(record.id, event, token)
 
         return await run_job(
             spec,
             record.input,
             endpoints=self.endpoints,
-            checkpointer=self.fenced_checkpointer,
+            checkpointer=self.checkpointer,
             job_id=record.id,
-            executor=CeleryToolExecutor(self.app, self.store, self.settings, emit),
+            executor=CeleryToolExecutor(self.app, self.calls, self.settings, emit),
             emit=emit,
             memo=RedisMemo(self.store, record.id),
             resume=resume,
             trace_parent=record.trace_context or None,
         )
 
-    async def _finish(self, record: JobRecord, token: int, status: JobStatus, **fields: Any) -> None:
+    async def _finish(self, record: JobRecord, token: int, status: JobStatus, *, emitted: bool = False,
+                      **fields: Any) -> None:  # fmt: skip
+        """Record how the job ended (or paused); every ending emits `job_finished` once."""
         for name, value in fields.items():
             setattr(record, name, value)
-        record.status, record.finished_at = status, _now()
+        record.status, record.review_answer = status, None
+        record.finished_at = _now() if status != JobStatus.NEEDS_REVIEW else None
         await self.store.fenced_put(record, token)
-        if status == JobStatus.CANCELLED:
+        if not emitted:
             await self.store.append_event(record.id, Event(kind="job_finished", data={"status": status}), token)
 
     async def _heartbeat(self) -> None:
@@ -208,37 +291,45 @@ class JobsRuntime:
             await asyncio.sleep(min(self.settings.lease_ttl_s / 3, 1.0))
             if not self._held:
                 continue
-            with _logged("heartbeat"):
+            try:
                 held = dict(self._held)
                 stops = await self.store.heartbeat({job_id: h.token for job_id, h in held.items()},
                                                    self.settings.lease_ttl_s)  # fmt: skip
-                for job_id, reason in stops.items():
-                    held[job_id].stop.append(reason)
-                    held[job_id].task.cancel()
-
-    async def _sweep(self) -> None:
-        while True:
-            await asyncio.sleep(SWEEP_EVERY_S)
-            with _logged("sweep"):
-                for job_id in await self.store.lapsed_leases():
-                    if await self.store.claim_takeover(job_id):
-                        log.warning("job %s: its worker stopped renewing the lease; re-enqueuing", job_id)
-                        enqueue_job(self.app, job_id)
+            except Exception as exc:  # the store is down: leases may lapse; fencing keeps us honest
+                log.warning("heartbeat failed: %s", exc)
+                continue
+            for job_id, reason in stops.items():
+                held[job_id].stop.append(reason)
+                held[job_id].task.cancel()
 
     async def _publish_catalog(self) -> None:
         entries = [catalog_entry(s) for s in self.graphs.values()]
         while True:
             await asyncio.sleep(CATALOG_TTL_S / 3)
-            with _logged("catalog"):
+            try:
                 await self.store.publish_graphs(entries, CATALOG_TTL_S)
+            except Exception as exc:
+                log.warning("catalog refresh failed: %s", exc)
 
 
-@contextlib.contextmanager
-def _logged(what: str) -> Iterator[None]:
-    try:
-        yield
-    except (SlmflowError, OSError, ConnectionError) as exc:  # keep the loop alive; try again later
-        log.warning("%s failed: %s", what, exc)
+class _Ended(Exception):  # noqa: N818 - a signal: the run decided how the job ends
+    def __init__(self, status: JobStatus, error: dict[str, Any] | None = None) -> None:
+        super().__init__(status)
+        self.status, self.error = status, error
+
+
+_PASS_THROUGH: tuple[type[BaseException], ...] = (_Ended, _HandBack, LeaseLost, CancelSignal, *TRANSIENT)
+"""What a run lets through as it is: its own signals, and store faults (the job is given back)."""
+
+
+@asynccontextmanager
+async def _checkpointer(url: str) -> AsyncIterator[BaseCheckpointSaver[str]]:
+    if url.startswith(("postgresql://", "postgres://")):
+        async with open_fenced_postgres(url, 50) as saver:
+            yield saver
+    else:
+        async with open_checkpointer(url, 50) as saver:
+            yield saver
 
 
 class RedisMemo:
@@ -254,61 +345,6 @@ class RedisMemo:
     async def remember(self, step: str, result: dict[str, Any]) -> None:
         """Remember the result of `step`."""
         await self.store.remember(self.job_id, step, result)
-
-
-_lease: ContextVar[tuple[str, int] | None] = ContextVar("slmflow_lease", default=None)
-"""The (job id, fencing token) of the job the current task runs; graph tasks inherit it."""
-
-
-@dataclass
-class _Held:
-    token: int
-    task: asyncio.Task[Any]
-    stop: list[str]
-
-
-class FencedCheckpointer(BaseCheckpointSaver[str]):
-    """Writes checkpoints only while the running job's lease is still held (else `LeaseLost`).
-
-    One instance serves every job of the process (so each graph compiles once): the job comes from
-    the `_lease` context variable set by the task that runs it.
-    """
-
-    def __init__(self, inner: BaseCheckpointSaver[str], store: JobStore) -> None:
-        super().__init__(serde=inner.serde)
-        self.inner, self.store = inner, store
-
-    async def check(self) -> None:
-        """Raise `LeaseLost` unless the current job still holds its lease."""
-        lease = _lease.get()
-        if lease is None or not await self.store.holds_lease(*lease):
-            raise LeaseLost(lease[0] if lease else "?")
-
-    async def aget_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
-        return await self.inner.aget_tuple(config)
-
-    async def alist(self, config: RunnableConfig | None, **kwargs: Any) -> AsyncIterator[CheckpointTuple]:
-        async for item in self.inner.alist(config, **kwargs):
-            yield item
-
-    async def aput(
-        self,
-        config: RunnableConfig,
-        checkpoint: Checkpoint,
-        metadata: CheckpointMetadata,
-        new_versions: ChannelVersions,
-    ) -> RunnableConfig:
-        await self.check()
-        return await self.inner.aput(config, checkpoint, metadata, new_versions)
-
-    async def aput_writes(
-        self, config: RunnableConfig, writes: Sequence[tuple[str, Any]], task_id: str, task_path: str = ""
-    ) -> None:
-        await self.check()
-        await self.inner.aput_writes(config, writes, task_id, task_path)
-
-    def get_next_version(self, current: str | None, channel: None) -> str:
-        return self.inner.get_next_version(current, channel)
 
 
 def _now() -> datetime:

@@ -329,7 +329,7 @@ def test_a_job_that_keeps_killing_workers_is_dead_lettered(fleet: Fleet, redis_c
 
     record = JobRecord(id="deadbeef", graph="support_triage", input=T01)
     redis_client.hset("slmflow:job:deadbeef", mapping={"status": "queued", "data": record.model_dump_json()})
-    redis_client.set("slmflow:attempts:deadbeef", 3)
+    redis_client.set("slmflow:stalls:deadbeef", 3)
     fleet.client._client.enqueue("deadbeef")
     with pytest.raises(Exception, match="dead-lettered"):
         fleet.client.get("deadbeef").result(timeout=20)
@@ -375,3 +375,60 @@ def test_a_job_is_one_trace_from_the_sdk_through_both_workers(fleet: Fleet, tmp_
     tools = {s["name"]: agents[s["parent_id"]] for s in tool_spans}
     assert tools == {"execute_tool lookup_order": "invoke_agent lookup_order",
                      "execute_tool check_refund_eligibility": "invoke_agent resolve"}  # fmt: skip
+
+
+def test_a_recorded_job_whose_message_never_left_is_published_by_the_reconciler(fleet: Fleet) -> None:
+    # A submit that crashed between writing the record and publishing (or a message kombu lost
+    # between popping and recording it): the record is queued and active, no message exists.
+    fleet.env["SLMFLOW_RECONCILE_AFTER_S"] = "1"
+    fleet.start_jobs_worker()
+    from slmflow.fleet.records import JobRecord
+    from slmflow.fleet.store import JobStore
+
+    async def record_only() -> None:
+        store = JobStore(REDIS_URL, reconcile_after_s=1)
+        await store.create(JobRecord(id="stranded", graph="support_triage", input=T01), None)
+        await store.aclose()
+
+    fleet.client._runner.run(record_only())
+    record = fleet.client.get("stranded").result(timeout=30)
+    assert record.status == JobStatus.SUCCEEDED
+    started = [e for e in fleet.client.get("stranded").events(follow=False) if e.kind == "job_started"]
+    assert len(started) == 1
+
+
+def test_a_forged_run_tool_message_runs_nothing(fleet: Fleet, redis_client: redis.Redis) -> None:
+    fleet.model.intent = "order_status"  # resolve opens a case: a row written by a tool
+    fleet.start_jobs_worker()
+    first = fleet.client.submit("support_triage", STATUS_TICKET)
+    assert first.result(timeout=60).status == JobStatus.SUCCEEDED
+    assert fleet.cases("ORD-10012") == 1
+    app = fleet.client._client._app
+    forged = {"tool": "open_case", "arguments": {"order_id": "ORD-10012", "summary": "forged"},
+              "key": "nosuchjob:resolve:0", "job_id": "nosuchjob", "step": "resolve"}  # fmt: skip
+    app.send_task("slmflow.run_tool", kwargs=forged, queue="slmflow.tools")
+    app.send_task("slmflow.run_tool", kwargs={"key": "nosuchjob:resolve:3:slm:1:0"}, queue="slmflow.tools")
+    # The finished job's own call, replayed: recorded, but its job is not running: nothing runs.
+    [key] = [
+        e.data["key"] for e in first.events(follow=False) if e.kind == "tool_called" and ":resolve:" in e.data["key"]
+    ]
+    app.send_task("slmflow.run_tool", kwargs={"key": key}, queue="slmflow.tools")
+    # A normal job still runs after them (the tools worker survived them), and only its case is new.
+    second = fleet.client.submit("support_triage", STATUS_TICKET | {"ticket_id": "T91"})
+    assert second.result(timeout=60).status == JobStatus.SUCCEEDED
+    assert fleet.cases("ORD-10012") == 2
+    assert redis_client.llen("slmflow.tools") == 0
+
+
+def test_every_ending_emits_job_finished(fleet: Fleet, redis_client: redis.Redis) -> None:
+    fleet.start_jobs_worker()
+    from slmflow.fleet.records import JobRecord
+
+    record = JobRecord(id="deadletter", graph="support_triage", input=T01)
+    redis_client.hset("slmflow:job:deadletter", mapping={"status": "queued", "data": record.model_dump_json()})
+    redis_client.set("slmflow:stalls:deadletter", 3)
+    fleet.client._client.enqueue("deadletter")
+    with pytest.raises(Exception, match="dead-lettered"):
+        fleet.client.get("deadletter").result(timeout=20)
+    kinds = [e.kind for e in fleet.client.get("deadletter").events(follow=False)]
+    assert kinds == ["job_finished"]

@@ -126,5 +126,7 @@ async def test_declared_tool_without_run_returns_none() -> None:
     assert await InProcessExecutor().run(spec, {"text": "hi"}, CONTEXT) is None
 
 
-def test_tool_context_key_joins_job_step_and_index() -> None:
-    assert ToolContext(job_id="job-1", step="resolve", index=2).key == "job-1:resolve:2"
+def test_tool_context_key_names_job_step_run_tier_attempt_and_index() -> None:
+    assert ToolContext(job_id="job-1", step="resolve", index=2).key == "job-1:resolve:0:slm:1:2"
+    context = ToolContext(job_id="job-1", step="resolve", index=0, run=7, tier="llm", attempt=2)
+    assert context.key == "job-1:resolve:7:llm:2:0"

@@ -1,0 +1,154 @@
+"""Checkpoints a worker may write only while it holds the job's lease.
+
+On Postgres the fence is in the database: each write runs in one transaction with a fencing
+check on a `slmflow_fences` row (the highest lease token seen for the thread), so a worker whose
+lease was taken over can never write, however late its write arrives; a new run claims the row
+before its first step. Elsewhere (SQLite, memory: single-host use) the lease is checked in Redis
+before each write.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
+from contextvars import ContextVar
+from typing import Any
+
+from langchain_core.runnables import RunnableConfig
+from langgraph.checkpoint.base import (
+    BaseCheckpointSaver,
+    ChannelVersions,
+    Checkpoint,
+    CheckpointMetadata,
+    CheckpointTuple,
+)
+from langgraph.checkpoint.postgres import _ainternal
+from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
+from psycopg import AsyncCursor
+from psycopg.rows import DictRow, dict_row
+from psycopg_pool import AsyncConnectionPool
+
+from slmflow.fleet.store import JobStore, LeaseLost, current_lease
+
+__all__ = ["FencedPostgresSaver", "RedisFencedSaver", "fenced", "on_checkpoint", "open_fenced_postgres"]
+
+on_checkpoint: ContextVar[Callable[[], Awaitable[None]] | None] = ContextVar("slmflow_on_checkpoint", default=None)
+"""Called after each checkpoint the current run writes: the run made progress."""
+
+
+async def _progressed() -> None:
+    hook = on_checkpoint.get()
+    if hook is not None:
+        await hook()
+
+
+_FENCES = """
+CREATE TABLE IF NOT EXISTS slmflow_fences (thread_id TEXT PRIMARY KEY, token BIGINT NOT NULL)
+"""
+# Take the fence for `token` unless a newer lease already did: no row back means we were fenced off.
+_FENCE = """
+INSERT INTO slmflow_fences (thread_id, token) VALUES (%s, %s)
+ON CONFLICT (thread_id) DO UPDATE SET token = EXCLUDED.token WHERE slmflow_fences.token <= EXCLUDED.token
+RETURNING token
+"""
+
+
+class FencedPostgresSaver(AsyncPostgresSaver):
+    """LangGraph's Postgres saver whose writes carry the running job's fencing token.
+
+    It overrides the saver's `_cursor` (every write goes through it with `pipeline=True`), so the
+    fence check and the write share one transaction; pinned below 4 in pyproject for that reason.
+    """
+
+    async def claim(self, job_id: str, token: int) -> None:
+        """Take the thread's fence for this run before it runs a step (`LeaseLost` if newer exists)."""
+        async with _ainternal.get_connection(self.conn) as conn, conn.cursor() as cur:
+            await cur.execute(_FENCE, (job_id, token))
+            if await cur.fetchone() is None:
+                raise LeaseLost(job_id)
+
+    async def aput(
+        self, config: RunnableConfig, checkpoint: Checkpoint, metadata: CheckpointMetadata,
+        new_versions: ChannelVersions,
+    ) -> RunnableConfig:  # fmt: skip
+        saved = await super().aput(config, checkpoint, metadata, new_versions)
+        await _progressed()
+        return saved
+
+    @asynccontextmanager
+    async def _cursor(self, *, pipeline: bool = False) -> AsyncIterator[AsyncCursor[DictRow]]:
+        lease = current_lease.get()
+        if not pipeline or lease is None:  # reads, and writes outside a leased run (setup)
+            async with super()._cursor(pipeline=pipeline) as cur:
+                yield cur
+            return
+        job_id, token = lease
+        async with self.lock, _ainternal.get_connection(self.conn) as conn:
+            async with conn.transaction(), conn.cursor(binary=True, row_factory=dict_row) as cur:
+                await cur.execute(_FENCE, (job_id, token))
+                if await cur.fetchone() is None:
+                    raise LeaseLost(job_id)
+                yield cur
+
+
+@asynccontextmanager
+async def open_fenced_postgres(url: str, pool_size: int) -> AsyncIterator[FencedPostgresSaver]:
+    """A fenced Postgres saver on a pool whose dead connections are replaced (a restart is survived)."""
+    options = {"autocommit": True, "prepare_threshold": 0, "row_factory": dict_row}
+    pool = AsyncConnectionPool(
+        url, min_size=1, max_size=pool_size, kwargs=options, open=False,
+        check=AsyncConnectionPool.check_connection, reconnect_timeout=60, timeout=15,
+    )  # fmt: skip
+    async with pool:
+        saver = FencedPostgresSaver(pool)  # type: ignore[arg-type]
+        await saver.setup()  # idempotent: creates or migrates the checkpoint tables
+        async with pool.connection() as conn:
+            await conn.execute(_FENCES)
+        yield saver
+
+
+class RedisFencedSaver(BaseCheckpointSaver[str]):
+    """Writes checkpoints only while the running job's lease is still held in Redis (else `LeaseLost`)."""
+
+    def __init__(self, inner: BaseCheckpointSaver[str], store: JobStore) -> None:
+        super().__init__(serde=inner.serde)
+        self.inner, self.store = inner, store
+
+    async def claim(self, job_id: str, token: int) -> None:
+        """Nothing to claim: each write checks the lease."""
+
+    async def check(self) -> None:
+        """Raise `LeaseLost` unless the current job still holds its lease."""
+        lease = current_lease.get()
+        if lease is None or not await self.store.holds_lease(*lease):
+            raise LeaseLost(lease[0] if lease else "?")
+
+    async def aget_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
+        return await self.inner.aget_tuple(config)
+
+    async def alist(self, config: RunnableConfig | None, **kwargs: Any) -> AsyncIterator[CheckpointTuple]:
+        async for item in self.inner.alist(config, **kwargs):
+            yield item
+
+    async def aput(
+        self, config: RunnableConfig, checkpoint: Checkpoint, metadata: CheckpointMetadata,
+        new_versions: ChannelVersions,
+    ) -> RunnableConfig:  # fmt: skip
+        await self.check()
+        saved = await self.inner.aput(config, checkpoint, metadata, new_versions)
+        await _progressed()
+        return saved
+
+    async def aput_writes(
+        self, config: RunnableConfig, writes: Sequence[tuple[str, Any]], task_id: str, task_path: str = ""
+    ) -> None:
+        await self.check()
+        await self.inner.aput_writes(config, writes, task_id, task_path)
+
+    def get_next_version(self, current: str | None, channel: None) -> str:
+        return self.inner.get_next_version(current, channel)
+
+
+def fenced(saver: BaseCheckpointSaver[str], store: JobStore) -> FencedPostgresSaver | RedisFencedSaver:
+    """`saver` with the fence that fits it."""
+    return saver if isinstance(saver, FencedPostgresSaver) else RedisFencedSaver(saver, store)
