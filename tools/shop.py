@@ -10,10 +10,12 @@ import os
 import sqlite3
 from datetime import date
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from langchain_core.tools import tool
+from langchain_core.tools import InjectedToolArg, tool
 from pydantic import BaseModel, Field
+
+from slmflow import ToolContext, idempotent
 
 __all__ = [
     "ORDER_ID_PATTERN",
@@ -67,6 +69,7 @@ def _order(connection: sqlite3.Connection, order_id: str) -> sqlite3.Row:
     return row
 
 
+@idempotent  # a read
 @tool(args_schema=OrderRef)
 def lookup_order(order_id: str) -> dict[str, Any]:
     """Look up an order: its status, item, total, dates and the customer's email."""
@@ -85,6 +88,7 @@ def lookup_order(order_id: str) -> dict[str, Any]:
     return {key: row[key] for key in keys}
 
 
+@idempotent  # a read
 @tool(args_schema=OrderRef)
 def check_refund_eligibility(order_id: str) -> dict[str, Any]:
     """Check whether an order can be refunded under the shop's refund policy."""
@@ -112,16 +116,24 @@ def check_refund_eligibility(order_id: str) -> dict[str, Any]:
     }
 
 
-@tool(args_schema=CaseRequest)
-def open_case(order_id: str, summary: str) -> dict[str, Any]:
+class CaseCall(CaseRequest):
+    context: Annotated[ToolContext, InjectedToolArg]
+    """The call's context, from slmflow (hidden from the model)."""
+
+
+@idempotent  # a write, made idempotent by the call's key: a retried call finds its case
+@tool(args_schema=CaseCall)
+def open_case(order_id: str, summary: str, context: ToolContext) -> dict[str, Any]:
     """Open a support case for an order, for a human agent to follow up."""
     with connect() as connection:
         row = _order(connection, order_id)
-        cursor = connection.execute(
-            "INSERT INTO cases (order_id, customer_email, intent, summary) VALUES (?, ?, ?, ?)",
-            (order_id, row["customer_email"], "support", summary),
+        connection.execute(
+            "INSERT INTO cases (order_id, customer_email, intent, summary, request_key) VALUES (?, ?, ?, ?, ?) "
+            "ON CONFLICT (request_key) DO NOTHING",
+            (order_id, row["customer_email"], "support", summary, context.key),
         )
-    return {"case_id": cursor.lastrowid, "order_id": order_id}
+        (case_id,) = connection.execute("SELECT id FROM cases WHERE request_key = ?", (context.key,)).fetchone()
+    return {"case_id": case_id, "order_id": order_id}
 
 
 SHOP_TOOLS = [lookup_order, check_refund_eligibility, open_case]

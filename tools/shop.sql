@@ -49,6 +49,7 @@ CREATE TABLE cases (
     customer_email TEXT,
     intent         TEXT NOT NULL,
     summary        TEXT NOT NULL,
+    request_key    TEXT UNIQUE,  -- the call that opened it (slmflow's ToolContext.key): opened once
     created_at     TEXT DEFAULT CURRENT_TIMESTAMP
 );
 
