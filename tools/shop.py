@@ -46,6 +46,10 @@ def connect() -> sqlite3.Connection:
     connection.row_factory = sqlite3.Row
     if fresh:
         connection.executescript(_SQL.read_text())
+    elif "request_key" not in {row[1] for row in connection.execute("PRAGMA table_info(cases)")}:
+        # A database built before cases were keyed by their call: add the key (older cases have none).
+        connection.execute("ALTER TABLE cases ADD COLUMN request_key TEXT")
+        connection.execute("CREATE UNIQUE INDEX IF NOT EXISTS cases_request_key ON cases (request_key)")
     return connection
 
 
