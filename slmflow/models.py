@@ -122,6 +122,14 @@ def map_openai_error(exc: Exception, model: str, base_url: str) -> ModelError:
     return ModelError(f"{model} at {base_url} failed: {exc!r}", model=model)
 
 
+def _not_a_completion(model: str, base_url: str, exc: Exception) -> ModelUnavailable:
+    return ModelUnavailable(
+        f"{model} at {mask_url(base_url)} answered something that is not a chat completion "
+        f"({type(exc).__name__}): is it an OpenAI-compatible /v1 endpoint?",
+        model=model,
+    )
+
+
 def _error_detail(exc: openai.APIStatusError) -> str:
     body = exc.body
     if isinstance(body, dict):
@@ -184,7 +192,12 @@ class ModelClient:
                     )
         except openai.OpenAIError as exc:
             raise map_openai_error(exc, model, self.endpoint.base_url) from exc
-        return _completion(response, model, time.perf_counter() - started)
+        except (ValueError, UnicodeError) as exc:  # a body that is not JSON (cut off, garbage)
+            raise _not_a_completion(model, self.endpoint.base_url, exc) from exc
+        try:
+            return _completion(response, model, time.perf_counter() - started)
+        except (AttributeError, IndexError, KeyError, TypeError, ValueError) as exc:  # JSON, not a completion
+            raise _not_a_completion(model, self.endpoint.base_url, exc) from exc
 
     async def aclose(self) -> None:
         """Close the HTTP connections."""

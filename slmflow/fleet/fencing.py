@@ -28,6 +28,7 @@ from psycopg import AsyncCursor
 from psycopg.rows import DictRow, dict_row
 from psycopg_pool import AsyncConnectionPool
 
+from slmflow.checkpoints import setup_postgres
 from slmflow.fleet.store import JobStore, LeaseLost, current_lease
 
 __all__ = ["FencedPostgresSaver", "RedisFencedSaver", "fenced", "on_checkpoint", "open_fenced_postgres"]
@@ -101,9 +102,7 @@ async def open_fenced_postgres(url: str, pool_size: int) -> AsyncIterator[Fenced
     )  # fmt: skip
     async with pool:
         saver = FencedPostgresSaver(pool)  # type: ignore[arg-type]
-        await saver.setup()  # idempotent: creates or migrates the checkpoint tables
-        async with pool.connection() as conn:
-            await conn.execute(_FENCES)
+        await setup_postgres(saver, pool, _FENCES)
         yield saver
 
 
