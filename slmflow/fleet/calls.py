@@ -8,6 +8,9 @@ A call's life, one Redis hash per key (`ToolContext.key`: job, step, run, tier, 
         │                                                       otherwise → unknown (never re-run)
         └─ nobody ran it in time, the job gave up on it → abandoned (never run later)
 
+A running call's runner renews its deadline every second (a heartbeat, for at most the tool's
+timeout plus a grace), so a killed tools worker's call is known to have died within seconds.
+
 The jobs worker records the call only while it holds the job's lease (so only a granted,
 validated call is ever recorded); a tools worker runs only a recorded call of a job that is
 running with a live lease, and takes the arguments from the record, not from the message: a
@@ -83,6 +86,23 @@ class JobCalls:
                 return None
             await self.redis.blpop([keys.call_done(key)], timeout=min(left, 1.0))
 
+    async def waiting(self, queue: str, key: str, delivered_within_s: float) -> bool:
+        """Whether a `run_tool` message for the call waits in `queue`, or was delivered a moment ago.
+
+        A tools worker killed with messages it had taken keeps them in kombu's `unacked` hash until
+        the visibility timeout: those count only while younger than `delivered_within_s`.
+        """
+        needle = f"'key': '{key}'"  # Celery's kwargsrepr header, in the message as plain text
+        start = 0
+        while batch := cast("list[str]", await self.redis.lrange(queue, start, start + 999)):
+            if any(needle in raw for raw in batch):
+                return True
+            start += len(batch)
+        since = time.time() - delivered_within_s
+        recent = cast("list[str]", await self.redis.zrangebyscore(keys.UNACKED_INDEX, since, "+inf"))
+        delivered = cast("list[str | None]", await self.redis.hmget(keys.UNACKED, recent)) if recent else []
+        return any(raw and needle in raw for raw in delivered)
+
     async def expire(self, key: str, *, give_up: bool) -> str:
         """What to do about a call with no outcome in time (see `lua.EXPIRE_CALL`)."""
         return str(await self._expire(keys=[keys.call(key)], args=[_ms(), "1" if give_up else "0"]))
@@ -103,6 +123,7 @@ class ToolsCalls:
         self.redis = client
         self._claim = client.register_script(lua.CLAIM_CALL)
         self._finish = client.register_script(lua.FINISH_CALL)
+        self._renew = client.register_script(lua.RENEW_CALL)
 
     def claim(self, key: str, runner: str, run_s: float) -> tuple[str, CallRecord | None]:
         """'run' and the call to run, or why not: forged, idle_job, busy, done, unknown, abandoned."""
@@ -117,6 +138,10 @@ class ToolsCalls:
         trace = json.loads(fields.get("trace") or "{}") or None
         call = CallRecord(key, fields["tool"], json.loads(fields["arguments"]), job_id, fields["step"], trace)
         return verdict, call
+
+    def renew(self, key: str, runner: str, alive_s: float) -> bool:
+        """The run is alive for `alive_s` more (its heartbeat); False once it is not ours any more."""
+        return bool(self._renew(keys=[keys.call(key)], args=[runner, _ms(alive_s)]))
 
     def finish(self, key: str, runner: str, outcome: dict[str, Any]) -> None:
         """Store the call's outcome (the first one wins) and wake the waiting job."""

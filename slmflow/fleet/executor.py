@@ -8,6 +8,7 @@ running the side effect again (see `slmflow.fleet.calls` for the call's life).
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -26,7 +27,8 @@ __all__ = ["CeleryToolExecutor"]
 
 log = logging.getLogger("slmflow.worker")
 _PICKUP_ROUNDS = 3
-"""Waits of a tool's deadline for a call nobody picked up before the job gives up on it."""
+"""Publishes of a call nobody picks up (each waited for the tool's timeout) before the job gives up."""
+_POLL_S = 2.0
 
 
 class CeleryToolExecutor:
@@ -70,25 +72,29 @@ class CeleryToolExecutor:
         if state in ("unknown", "abandoned"):
             raise _unknown(spec, arguments, context) if state == "unknown" else _never_ran(spec, queue, context)
         publish_tool(self.app, queue, context.key, spec.timeout, trace)
-        unclaimed = 0
+        pickup_s, republished, unclaimed_since = spec.timeout + 2 * TOOL_GRACE_S, 0, time.monotonic()
         while True:
-            # A run is surely over (finished or killed by its hard limit) after timeout + 2 graces.
-            outcome = await self.calls.wait(context.key, spec.timeout + 2 * TOOL_GRACE_S)
+            # Short waits: a running call's heartbeat says within seconds whether its run died.
+            outcome = await self.calls.wait(context.key, _POLL_S)
             if outcome is not None:
                 return outcome
-            unclaimed += 1
-            verdict = await self.calls.expire(context.key, give_up=unclaimed >= _PICKUP_ROUNDS)
+            overdue = time.monotonic() - unclaimed_since > pickup_s
+            if overdue and await self.calls.waiting(queue, context.key, pickup_s):
+                unclaimed_since = time.monotonic()  # a backlog on the tools queue, not a lost message
+                continue
+            verdict = await self.calls.expire(context.key, give_up=overdue and republished >= _PICKUP_ROUNDS)
             if verdict == "unknown":
                 raise _unknown(spec, arguments, context)
             if verdict == "abandoned":
                 raise _never_ran(spec, queue, context)
-            if verdict in ("recorded", "retry"):
-                log.warning("tool call %s: no outcome yet (%s); publishing it again", context.key, verdict)
+            if verdict == "busy":
+                unclaimed_since = time.monotonic()
+            elif verdict == "retry" or (verdict == "recorded" and overdue):
+                # An idempotent run died, or nobody picked the call up (a lost message): publish again.
+                log.warning("tool call %s: %s; publishing it again", context.key,
+                            "its run died" if verdict == "retry" else "not picked up")  # fmt: skip
                 publish_tool(self.app, queue, context.key, spec.timeout, trace)
-            elif verdict == "busy":
-                unclaimed = 0
-            elif verdict == "done":
-                continue
+                republished, unclaimed_since = republished + 1, time.monotonic()
 
 
 def _lease(context: ToolContext) -> tuple[str, int]:

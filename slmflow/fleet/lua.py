@@ -20,6 +20,7 @@ __all__ = [
     "RECORD_CALL",
     "RELEASE",
     "RENEW",
+    "RENEW_CALL",
     "REQUEUE",
     "RESOLVE_CALL",
 ]
@@ -189,6 +190,15 @@ redis.call('HSET', KEYS[1], 'state', 'running', 'runner', ARGV[1],
            'deadline', tonumber(ARGV[2]) + tonumber(ARGV[3]))
 redis.call('HINCRBY', KEYS[1], 'tries', 1)
 return 'run'
+"""
+
+# KEYS: call. ARGV: runner, deadline_ms. The runner's heartbeat: its run is alive until then.
+RENEW_CALL = """
+if redis.call('HGET', KEYS[1], 'state') ~= 'running' or redis.call('HGET', KEYS[1], 'runner') ~= ARGV[1] then
+  return 0
+end
+redis.call('HSET', KEYS[1], 'deadline', ARGV[2])
+return 1
 """
 
 # KEYS: call, calldone. ARGV: runner, outcome. The first outcome of a call is kept.

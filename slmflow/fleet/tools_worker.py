@@ -6,6 +6,10 @@ import asyncio
 import logging
 import os
 import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import redis
@@ -19,9 +23,11 @@ from slmflow.settings import Settings
 from slmflow.telemetry import setup_metrics, setup_tracing
 from slmflow.tools import InProcessExecutor, ToolContext, ToolRegistry
 
-__all__ = ["ToolsWorker", "context_of"]
+__all__ = ["ALIVE_S", "ToolsWorker", "context_of"]
 
 log = logging.getLogger("slmflow.worker")
+ALIVE_S = 3.0
+"""How long a running call counts as alive after its runner's last heartbeat (one a second)."""
 
 
 def context_of(call: CallRecord) -> ToolContext:
@@ -48,7 +54,7 @@ class ToolsWorker:
     def run(self, key: str) -> None:
         """Run the call recorded under `key`, if it is this worker's to run."""
         timeout = self._timeout_of(key)
-        verdict, call = self.calls.claim(key, self.runner, timeout + 2 * TOOL_GRACE_S)
+        verdict, call = self.calls.claim(key, self.runner, ALIVE_S)
         if verdict == "forged":
             log.warning("refused run_tool %r: no such call was recorded by a jobs worker", key[:200])
             return
@@ -56,7 +62,31 @@ class ToolsWorker:
             if verdict in ("done", "unknown"):
                 self.calls.wake(key)
             return
-        self.calls.finish(key, self.runner, self._outcome(call))
+        with self._heartbeat(key, timeout + TOOL_GRACE_S):
+            outcome = self._outcome(call)
+        self.calls.finish(key, self.runner, outcome)
+
+    @contextmanager
+    def _heartbeat(self, key: str, at_most_s: float) -> Iterator[None]:
+        """Renew the call's deadline every second while it runs, for at most `at_most_s`."""
+        done = threading.Event()
+
+        def beat() -> None:
+            until = time.monotonic() + at_most_s
+            while not done.wait(1.0) and time.monotonic() < until:
+                try:
+                    if not self.calls.renew(key, self.runner, ALIVE_S):
+                        return
+                except Exception as exc:  # Redis away: the call may be judged dead; its outcome still lands
+                    log.warning("heartbeat of call %s failed: %s", key[:200], exc)
+
+        thread = threading.Thread(target=beat, name="slmflow-call-heartbeat", daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            done.set()
+            thread.join(timeout=2)
 
     def _timeout_of(self, key: str) -> float:
         tool = self.calls.redis.hget(keys.call(key), "tool")

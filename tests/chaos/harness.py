@@ -554,13 +554,15 @@ class ChaosFleet:
     def start(self, name: str, kind: str) -> Worker:
         """Start worker `name` (`jobs` or `tools`); a name already used is a restart of it."""
         queues = {"jobs": "slmflow.jobs", "tools": "slmflow.tools"}[kind]
+        # Tools sleep CHAOS_TOOL_SLEEP_S each: 6 prefork children keep up with 2 calls a job at 10 jobs/s.
+        slots = ["--concurrency", "6"] if kind == "tools" else []
         with self._lock:
             self.generations[name] += 1
             logfile = self.logs / f"{name}.{self.generations[name]}.log"
             with logfile.open("wb") as out:  # the child keeps its own copy of the fd
                 process = subprocess.Popen(
                     [sys.executable, "-m", "slmflow", "worker", "--queues", queues, "--loglevel", "WARNING",
-                     "--project", str(PROJECT)],
+                     "--project", str(PROJECT), *slots],
                     cwd=PROJECT, env=self.env, start_new_session=True, stdout=out, stderr=subprocess.STDOUT,
                 )  # fmt: skip
             self._groups.add(process.pid)
