@@ -56,7 +56,7 @@ sys.path.insert(1, str(PROJECT))
 import redis  # noqa: E402
 
 from slmflow import AsyncClient  # noqa: E402
-from slmflow.fleet.app import JOBS_QUEUE, TOOLS_QUEUE  # noqa: E402
+from slmflow.fleet.queues import JOBS_QUEUE, TOOLS_QUEUE  # noqa: E402
 from slmflow.fleet.records import JobRecord  # noqa: E402
 from slmflow.prompts import render_messages  # noqa: E402
 from slmflow.testing import Reply, ScriptedServer  # noqa: E402

@@ -84,6 +84,11 @@ class CeleryToolExecutor:
                 continue
             verdict = await self.calls.expire(context.key, give_up=overdue and republished >= _PICKUP_ROUNDS)
             if verdict == "unknown":
+                # Its heartbeat stopped: the run died, or only its link to Redis did. It is never run
+                # again; a run that was alive reports within its hard limit, so wait that long first.
+                late = await self.calls.wait(context.key, spec.timeout + TOOL_GRACE_S)
+                if late is not None:
+                    return late
                 raise _unknown(spec, arguments, context)
             if verdict == "abandoned":
                 raise _never_ran(spec, queue, context)

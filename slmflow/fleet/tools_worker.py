@@ -13,6 +13,8 @@ from contextlib import contextmanager
 from typing import Any
 
 import redis
+from redis.backoff import ExponentialBackoff
+from redis.retry import Retry
 
 from slmflow.errors import ToolError, UnknownTool
 from slmflow.fleet import keys
@@ -44,8 +46,13 @@ class ToolsWorker:
         setup_tracing("slmflow-tools-worker")  # here, after the fork: exporters own threads
         setup_metrics("slmflow-tools-worker")
         self.settings = settings
-        self.calls = ToolsCalls(redis.Redis.from_url(settings.redis_url, decode_responses=True,
-                                                     socket_connect_timeout=2, socket_timeout=10))  # fmt: skip
+        # Retries for about a minute: a call's outcome must outlive a Redis restart, or a run that
+        # happened would later look unknown.
+        retry = Retry(ExponentialBackoff(cap=2.0, base=0.1), 40)
+        client = redis.Redis.from_url(settings.redis_url, decode_responses=True, socket_connect_timeout=2,
+                                      socket_timeout=10, retry=retry,
+                                      retry_on_error=[redis.ConnectionError, redis.TimeoutError])  # fmt: skip
+        self.calls = ToolsCalls(client)
         graphs = find_project(settings.project).load_all()
         specs = {name: graph.tools.get(name) for graph in graphs.values() for name in graph.tools.names()}
         self.registry = ToolRegistry.of(specs.values())

@@ -1369,7 +1369,7 @@ def scenario_messages(size: int, seed: int, env: ChaosEnv | None = None, *,
     bounds = bounds or Bounds()
 
     def body(env: ChaosEnv) -> dict[str, Any]:
-        from slmflow.fleet.app import JOBS_QUEUE, RUN_JOB, RUN_TOOL, TOOLS_QUEUE
+        from slmflow.fleet.queues import JOBS_QUEUE, RUN_JOB, RUN_TOOL, TOOLS_QUEUE
 
         with ChaosRun(env, "messages", seed) as run:
             run.start_fleet(jobs=1, tools=1)
@@ -1450,7 +1450,7 @@ def _send_malformed(run: ChaosRun, malformed: list[tuple[str, str, bytes | str, 
                     send: Callable[..., None]) -> tuple[dict[str, list[str]], dict[str, bool]]:  # fmt: skip
     """Send each malformed kind to both queues; name the kinds that kill a worker (and whether the
     restarted worker dies of it again), then purge and restart so that the rest can be counted."""
-    from slmflow.fleet.app import JOBS_QUEUE, TOOLS_QUEUE
+    from slmflow.fleet.queues import JOBS_QUEUE, TOOLS_QUEUE
 
     killers: dict[str, list[str]] = {}
     crash_loop: dict[str, bool] = {}
