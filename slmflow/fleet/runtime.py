@@ -177,8 +177,17 @@ class JobsRuntime:
             log.warning("%s", exc)
 
     async def _run_leased(self, job_id: str, token: int, resume: Any) -> None:
+        stalls = await self.store.count_stall(job_id)
+        progress: list[_Held] = []
+        try:
+            await self._run_counted(job_id, token, resume, stalls, progress)
+        finally:
+            if not (progress and progress[0].progressed):
+                # This run ends here, not by its worker dying: it is not a stall (only vanished runs count).
+                await self._quietly(self.store.uncount_stall(job_id))
+
+    async def _run_counted(self, job_id: str, token: int, resume: Any, stalls: int, progress: list[_Held]) -> None:
         store, settings = self.store, self.settings
-        stalls = await store.count_stall(job_id)
         record = await store.get(job_id)
         record.attempts += 1
         if stalls > settings.max_job_attempts:
@@ -196,6 +205,7 @@ class JobsRuntime:
         await store.fenced_put(record, token)
         try:
             async with self._holding(record.id, token) as held:
+                progress.append(held)
                 result = await self._execute(record, token, resume, held)
         except _Ended as ended:
             await self._finish(record, token, ended.status, error=ended.error)
@@ -241,9 +251,6 @@ class JobsRuntime:
             self._held.pop(job_id, None)
             current_lease.reset(lease)
             on_checkpoint.reset(progress)
-            if not held.progressed:
-                # This run ends here, not by its worker dying: it is not a stall (only vanished runs count).
-                await self._quietly(self.store.uncount_stall(job_id))
 
     async def _progressed(self, job_id: str, held: _Held) -> None:
         if not held.progressed:
