@@ -91,6 +91,7 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=None, help="seed of the fault schedule (default: random)")
     parser.add_argument("--scenario", default="all", choices=["all", *SCENARIOS])
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--kill-every", default="4,8", help="combined: seconds between kills, MIN,MAX (uniform)")
     parser.add_argument("--keep", action="store_true", help="keep the workdir (worker logs) at the end")
     args = parser.parse_args()
     install_sigterm_cleanup()
@@ -108,6 +109,8 @@ def main() -> int:
             kwargs: dict[str, Any] = {}
             if name in ("kill", "redis", "postgres", "model", "combined"):
                 kwargs["rate"] = args.rate
+            if name == "combined":
+                kwargs["kill_every"] = tuple(float(x) for x in args.kill_every.split(","))
             if size > 2000:  # a long run: leave recovery more room before calling a job stuck
                 kwargs["bounds"] = Bounds(stuck_after_s=60, lost_after_s=60)
             result = SCENARIOS[name](size, seed + index, env, **kwargs)

@@ -48,7 +48,7 @@ class CeleryToolExecutor:
             idempotent=spec.idempotent, trace=trace,
         )  # fmt: skip
         if state == "lost":
-            raise LeaseLost(job_id)
+            raise LeaseLost(job_id, "recording a tool call")
         if outcome is None:
             outcome = await self._dispatch(spec, arguments, context, state, trace)
         await self.emit(Event(kind="tool_called", step=context.step, data={
@@ -63,7 +63,7 @@ class CeleryToolExecutor:
         """Settle an unknown outcome with a reviewer's answer (`{"result": ...}` or `{"retry": true}`)."""
         lease = current_lease.get()
         if lease is None or lease[0] != job_id or await self.calls.resolve(key, job_id, lease[1], answer) == "lost":
-            raise LeaseLost(job_id)
+            raise LeaseLost(job_id, "settling a tool call")
 
     async def _dispatch(
         self, spec: ToolSpec, arguments: dict[str, Any], context: ToolContext, state: str, trace: dict[str, str]

@@ -14,6 +14,7 @@ from contextlib import asynccontextmanager
 from contextvars import ContextVar
 from typing import Any
 
+import psycopg
 from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import (
     BaseCheckpointSaver,
@@ -46,27 +47,39 @@ async def _progressed() -> None:
 _FENCES = """
 CREATE TABLE IF NOT EXISTS slmflow_fences (thread_id TEXT PRIMARY KEY, token BIGINT NOT NULL)
 """
-# Take the fence for `token` unless a newer lease already did: no row back means we were fenced off.
-_FENCE = """
-INSERT INTO slmflow_fences (thread_id, token) VALUES (%s, %s)
-ON CONFLICT (thread_id) DO UPDATE SET token = EXCLUDED.token WHERE slmflow_fences.token <= EXCLUDED.token
-RETURNING token
+# Take the thread's fence for `lease` unless a newer lease already did; else fail the transaction
+# (SQLSTATE SF001), so a fenced-off write fails without a round trip of its own (pipeline mode).
+_FENCE_FUNCTION = """
+CREATE OR REPLACE FUNCTION slmflow_fence(thread TEXT, lease BIGINT) RETURNS VOID AS $$
+DECLARE taken INTEGER;
+BEGIN
+  INSERT INTO slmflow_fences (thread_id, token) VALUES (thread, lease)
+  ON CONFLICT (thread_id) DO UPDATE SET token = EXCLUDED.token WHERE slmflow_fences.token <= EXCLUDED.token;
+  GET DIAGNOSTICS taken = ROW_COUNT;
+  IF taken = 0 THEN
+    RAISE EXCEPTION 'slmflow: a newer lease holds thread %', thread USING ERRCODE = 'SF001';
+  END IF;
+END $$ LANGUAGE plpgsql
 """
+_FENCED = "SF001"
 
 
 class FencedPostgresSaver(AsyncPostgresSaver):
     """LangGraph's Postgres saver whose writes carry the running job's fencing token.
 
     It overrides the saver's `_cursor` (every write goes through it with `pipeline=True`), so the
-    fence check and the write share one transaction; pinned below 4 in pyproject for that reason.
+    fence and the write share one transaction, sent as one pipeline; pinned below 4 in pyproject
+    for that reason. On a pool each operation has its own connection, so the saver's process-wide
+    lock (there for a single shared connection) is not taken: it serialized every job's checkpoints.
     """
 
     async def claim(self, job_id: str, token: int) -> None:
         """Take the thread's fence for this run before it runs a step (`LeaseLost` if newer exists)."""
-        async with _ainternal.get_connection(self.conn) as conn, conn.cursor() as cur:
-            await cur.execute(_FENCE, (job_id, token))
-            if await cur.fetchone() is None:
-                raise LeaseLost(job_id)
+        try:
+            async with _ainternal.get_connection(self.conn) as conn:
+                await conn.execute("SELECT slmflow_fence(%s, %s)", (job_id, token))
+        except psycopg.Error as exc:
+            raise _fenced_off(exc, job_id) from None
 
     async def aput(
         self, config: RunnableConfig, checkpoint: Checkpoint, metadata: CheckpointMetadata,
@@ -78,18 +91,28 @@ class FencedPostgresSaver(AsyncPostgresSaver):
 
     @asynccontextmanager
     async def _cursor(self, *, pipeline: bool = False) -> AsyncIterator[AsyncCursor[DictRow]]:
-        lease = current_lease.get()
-        if not pipeline or lease is None:  # reads, and writes outside a leased run (setup)
+        if not isinstance(self.conn, AsyncConnectionPool):  # one shared connection: LangGraph's own way
             async with super()._cursor(pipeline=pipeline) as cur:
                 yield cur
             return
-        job_id, token = lease
-        async with self.lock, _ainternal.get_connection(self.conn) as conn:
-            async with conn.transaction(), conn.cursor(binary=True, row_factory=dict_row) as cur:
-                await cur.execute(_FENCE, (job_id, token))
-                if await cur.fetchone() is None:
-                    raise LeaseLost(job_id)
-                yield cur
+        lease = current_lease.get()
+        async with self.conn.connection() as conn:
+            if not pipeline:
+                async with conn.cursor(binary=True, row_factory=dict_row) as cur:
+                    yield cur
+                return
+            try:
+                async with conn.pipeline(), conn.transaction(), conn.cursor(binary=True, row_factory=dict_row) as cur:
+                    if lease is not None:
+                        await cur.execute("SELECT slmflow_fence(%s, %s)", lease)
+                    yield cur
+            except psycopg.Error as exc:
+                raise _fenced_off(exc, lease[0] if lease else "?") from None
+
+
+def _fenced_off(exc: psycopg.Error, job_id: str) -> Exception:
+    """`LeaseLost` for the fence's own error; any other database error as it was."""
+    return LeaseLost(job_id, "checkpoint fence") if exc.sqlstate == _FENCED else exc
 
 
 @asynccontextmanager
@@ -102,7 +125,7 @@ async def open_fenced_postgres(url: str, pool_size: int) -> AsyncIterator[Fenced
     )  # fmt: skip
     async with pool:
         saver = FencedPostgresSaver(pool)  # type: ignore[arg-type]
-        await setup_postgres(saver, pool, _FENCES)
+        await setup_postgres(saver, pool, _FENCES, _FENCE_FUNCTION)
         yield saver
 
 
@@ -120,7 +143,7 @@ class RedisFencedSaver(BaseCheckpointSaver[str]):
         """Raise `LeaseLost` unless the current job still holds its lease."""
         lease = current_lease.get()
         if lease is None or not await self.store.holds_lease(*lease):
-            raise LeaseLost(lease[0] if lease else "?")
+            raise LeaseLost(lease[0] if lease else "?", "checkpoint")
 
     async def aget_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
         return await self.inner.aget_tuple(config)

@@ -15,6 +15,7 @@ import logging
 import os
 import socket
 import threading
+import time
 from collections.abc import AsyncIterator, Coroutine
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
@@ -36,7 +37,7 @@ from slmflow.fleet.fencing import fenced, on_checkpoint, open_fenced_postgres
 from slmflow.fleet.queues import publish_job
 from slmflow.fleet.reconciler import Reconciler
 from slmflow.fleet.records import JobRecord
-from slmflow.fleet.store import CancelSignal, JobStore, LeaseLost, current_lease
+from slmflow.fleet.store import CancelSignal, Heartbeat, JobStore, LeaseLost, current_lease
 from slmflow.graphs import GraphSpec
 from slmflow.jobs import NO_RESUME, JobResult, JobStatus, run_job
 from slmflow.models import Endpoints
@@ -49,6 +50,8 @@ __all__ = ["TRANSIENT", "JobsRuntime", "catalog_entry"]
 log = logging.getLogger("slmflow.worker")
 T = TypeVar("T")
 CATALOG_TTL_S = 45
+LOOP_STALL_S = 30.0
+"""A jobs loop that has not answered the heartbeat thread for this long is wedged: leases lapse."""
 
 TRANSIENT: tuple[type[BaseException], ...] = (
     StoreUnavailable, redis.ConnectionError, redis.TimeoutError, psycopg.OperationalError, psycopg.InterfaceError,
@@ -117,8 +120,10 @@ class JobsRuntime:
         self._background = [
             asyncio.create_task(self._publish_catalog()),
             asyncio.create_task(self.reconciler.run_forever()),
-            asyncio.create_task(self._heartbeat()),
         ]
+        self._pong = time.monotonic()
+        threading.Thread(target=self._heartbeat, args=(Heartbeat(settings.redis_url),), name="slmflow-heartbeat",
+                         daemon=True).start()  # fmt: skip
         await self.store.publish_graphs([catalog_entry(s) for s in self.graphs.values()], CATALOG_TTL_S)
 
     def run(self, job_id: str, resume: Any = NO_RESUME) -> None:
@@ -149,12 +154,22 @@ class JobsRuntime:
         if self.draining:
             await self._hand_back(job_id, token, "drain")
             return
+        task = asyncio.current_task()
+        assert task is not None
+        # Renewed from the moment it is taken: claiming a thread can wait on a busy Postgres pool.
+        held = self._held[job_id] = _Held(token, task)
         try:
-            await self._run_leased(job_id, token, resume)
+            await self._run_leased(job_id, held, resume)
+        except asyncio.CancelledError:
+            if not held.stop:
+                raise
+            task.uncancel()  # stopped by the heartbeat before the run began: the next run sees why
+            log.warning("job %s: stopped before it ran (%s)", job_id, held.stop[0])
         except _HandBack as signal:
             await self._hand_back(job_id, token, signal.reason)
-        except LeaseLost:
-            log.warning("job %s: lease lost, another worker took it over; stopping", job_id)
+        except LeaseLost as lost:
+            log.warning("job %s: lease lost (%s), another worker took it over; stopping", job_id,
+                        lost.args[1] if len(lost.args) > 1 else "?")  # fmt: skip
             await self._quietly(self.store.release_lease(job_id, token))
         except CancelSignal:
             log.info("job %s was cancelled before it started", job_id)
@@ -163,6 +178,8 @@ class JobsRuntime:
             await self._hand_back(job_id, token, f"store fault: {exc}")
         else:
             await self._quietly(self.store.release_lease(job_id, token))
+        finally:
+            self._held.pop(job_id, None)
 
     async def _hand_back(self, job_id: str, token: int, reason: str) -> None:
         """Let the lease go and publish the job to the resume queue (the reconciler covers a failure)."""
@@ -176,18 +193,17 @@ class JobsRuntime:
         except Exception as exc:  # the store is down: the lease lapses and the reconciler takes over
             log.warning("%s", exc)
 
-    async def _run_leased(self, job_id: str, token: int, resume: Any) -> None:
+    async def _run_leased(self, job_id: str, held: _Held, resume: Any) -> None:
         stalls = await self.store.count_stall(job_id)
-        progress: list[_Held] = []
         try:
-            await self._run_counted(job_id, token, resume, stalls, progress)
+            await self._run_counted(job_id, held, resume, stalls)
         finally:
-            if not (progress and progress[0].progressed):
+            if not held.progressed:
                 # This run ends here, not by its worker dying: it is not a stall (only vanished runs count).
                 await self._quietly(self.store.uncount_stall(job_id))
 
-    async def _run_counted(self, job_id: str, token: int, resume: Any, stalls: int, progress: list[_Held]) -> None:
-        store, settings = self.store, self.settings
+    async def _run_counted(self, job_id: str, held: _Held, resume: Any, stalls: int) -> None:
+        store, settings, token = self.store, self.settings, held.token
         record = await store.get(job_id)
         record.attempts += 1
         if stalls > settings.max_job_attempts:
@@ -204,8 +220,7 @@ class JobsRuntime:
         record.status, record.started_at = JobStatus.RUNNING, record.started_at or _now()
         await store.fenced_put(record, token)
         try:
-            async with self._holding(record.id, token) as held:
-                progress.append(held)
+            async with self._holding(record.id, held):
                 result = await self._execute(record, token, resume, held)
         except _Ended as ended:
             await self._finish(record, token, ended.status, error=ended.error)
@@ -216,16 +231,14 @@ class JobsRuntime:
                            review=result.review)  # fmt: skip
 
     @asynccontextmanager
-    async def _holding(self, job_id: str, token: int) -> AsyncIterator[_Held]:
-        """While the run lasts: heartbeat, lease in context, stop signals turned into outcomes."""
-        task = asyncio.current_task()
-        assert task is not None
-        held = _Held(token, task)
-        self._held[job_id] = held
-        lease, progress = current_lease.set((job_id, token)), on_checkpoint.set(lambda: self._progressed(job_id, held))
+    async def _holding(self, job_id: str, held: _Held) -> AsyncIterator[None]:
+        """While the run lasts: lease in context, deadline, stop signals turned into outcomes."""
+        task = held.task
+        lease = current_lease.set((job_id, held.token))
+        progress = on_checkpoint.set(lambda: self._progressed(job_id, held))
         try:
             async with asyncio.timeout(self.settings.job_timeout_s):
-                yield held
+                yield
         except asyncio.CancelledError:
             if not held.stop:
                 raise
@@ -235,7 +248,7 @@ class JobsRuntime:
                 raise _Ended(JobStatus.CANCELLED) from None
             if reason == "drain":
                 raise _HandBack("drain") from None
-            raise LeaseLost(job_id) from None
+            raise LeaseLost(job_id, f"heartbeat: {reason}") from None
         except TimeoutError:
             error = JobFailed(f"the job ran past SLMFLOW_JOB_TIMEOUT_S={self.settings.job_timeout_s:g}s", job_id=job_id)
             raise _Ended(JobStatus.FAILED, error.to_dict()) from None
@@ -248,7 +261,6 @@ class JobsRuntime:
             error = JobFailed(f"the job crashed: {type(exc).__name__}: {exc}", job_id=job_id)
             raise _Ended(JobStatus.FAILED, error.to_dict()) from None
         finally:
-            self._held.pop(job_id, None)
             current_lease.reset(lease)
             on_checkpoint.reset(progress)
 
@@ -292,22 +304,34 @@ class JobsRuntime:
         if not emitted:
             await self.store.append_event(record.id, Event(kind="job_finished", data={"status": status}), token)
 
-    async def _heartbeat(self) -> None:
-        """Renew the leases of every job this process runs, in one round trip a beat."""
+    def _heartbeat(self, beat: Heartbeat) -> None:
+        """Renew the leases of every job this process runs, one round trip a beat, from its own thread.
+
+        A loop busy with hundreds of resuming jobs must not lose their leases; a loop that stopped
+        answering for `LOOP_STALL_S` (wedged, not busy) lets them lapse, so the jobs move on.
+        """
+        every = min(self.settings.lease_ttl_s / 3, 1.0)
         while True:
-            await asyncio.sleep(min(self.settings.lease_ttl_s / 3, 1.0))
-            if not self._held:
+            time.sleep(every)
+            self.loop.call_soon_threadsafe(self._answer)
+            if not self._held or time.monotonic() - self._pong > LOOP_STALL_S:
                 continue
             try:
                 held = dict(self._held)
-                stops = await self.store.heartbeat({job_id: h.token for job_id, h in held.items()},
-                                                   self.settings.lease_ttl_s)  # fmt: skip
+                stops = beat.beat({job_id: h.token for job_id, h in held.items()}, self.settings.lease_ttl_s)
             except Exception as exc:  # the store is down: leases may lapse; fencing keeps us honest
                 log.warning("heartbeat failed: %s", exc)
                 continue
             for job_id, reason in stops.items():
-                held[job_id].stop.append(reason)
-                held[job_id].task.cancel()
+                self.loop.call_soon_threadsafe(self._stop, held[job_id], reason)
+
+    def _answer(self) -> None:
+        self._pong = time.monotonic()
+
+    @staticmethod
+    def _stop(held: _Held, reason: str) -> None:
+        held.stop.append(reason)
+        held.task.cancel()
 
     async def _publish_catalog(self) -> None:
         entries = [catalog_entry(s) for s in self.graphs.values()]

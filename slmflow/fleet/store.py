@@ -19,6 +19,7 @@ from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Any, cast
 
+import redis
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
@@ -32,7 +33,16 @@ from slmflow.fleet.records import TERMINAL, JobRecord
 from slmflow.jobs import JobStatus
 from slmflow.redaction import mask_url
 
-__all__ = ["CancelSignal", "JobStore", "LeaseLost", "current_lease", "fingerprint", "new_job_id", "redis_client"]
+__all__ = [
+    "CancelSignal",
+    "Heartbeat",
+    "JobStore",
+    "LeaseLost",
+    "current_lease",
+    "fingerprint",
+    "new_job_id",
+    "redis_client",
+]
 
 SETTLED = TERMINAL | {JobStatus.NEEDS_REVIEW}
 """Statuses outside the fleet's invariant: nothing runs, nothing needs a message."""
@@ -57,6 +67,32 @@ def redis_client(url: str, max_connections: int = 1000) -> aioredis.Redis:
         retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), 4), retry_on_error=[RedisConnectionError],
         health_check_interval=15,
     )  # fmt: skip
+
+
+class Heartbeat:
+    """Lease renewal from a thread of its own (sync client): a busy event loop cannot starve it."""
+
+    def __init__(self, url: str) -> None:
+        self.redis = redis.Redis.from_url(url, decode_responses=True, socket_connect_timeout=2, socket_timeout=5)
+        self._renew = self.redis.register_script(lua.RENEW)
+
+    def beat(self, leases: dict[str, int], ttl_s: float) -> dict[str, str]:
+        """Renew many leases in one round trip; returns `cancelled` or `lease_lost` for jobs to stop."""
+        check_after = _ms(ttl_s)
+        pipe = self.redis.pipeline(transaction=False)
+        for job_id, token in leases.items():
+            self._renew(keys=[keys.lease(job_id), keys.ACTIVE], args=[token, int(ttl_s * 1000), check_after, job_id],
+                        client=pipe)  # fmt: skip
+            pipe.exists(keys.cancel(job_id))
+        replies = pipe.execute()
+        stop = {}
+        for index, job_id in enumerate(leases):
+            renewed, cancel = replies[2 * index], replies[2 * index + 1]
+            if cancel:
+                stop[job_id] = "cancelled"
+            elif not renewed:
+                stop[job_id] = "lease_lost"
+        return stop
 
 
 def fingerprint(graph: str, data: Any) -> str:
@@ -147,7 +183,7 @@ class JobStore:
                   "1" if record.status in SETTLED else "0"],
         )  # fmt: skip
         if done == 0:
-            raise LeaseLost(record.id)
+            raise LeaseLost(record.id, "record write")
         if done == -1:
             raise CancelSignal(record.id)
 
@@ -207,7 +243,7 @@ class JobStore:
             return
         done = await self._fenced_xadd(keys=[keys.lease(job_id), key], args=[token, body, self.ttl])
         if not done:
-            raise LeaseLost(job_id)
+            raise LeaseLost(job_id, "event")
 
     async def events(
         self, job_id: str, after: str = "0", *, follow: bool = False, block_ms: int = 1000
@@ -241,24 +277,6 @@ class JobStore:
             args=[int(ttl_s * 1000), _ms(ttl_s), job_id],
         ))  # fmt: skip
         return token if token > 0 else None
-
-    async def heartbeat(self, leases: dict[str, int], ttl_s: float) -> dict[str, str]:
-        """Renew many leases in one round trip; returns `cancelled` or `lease_lost` for jobs to stop."""
-        check_after = _ms(ttl_s)
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for job_id, token in leases.items():
-                await self._renew(keys=[keys.lease(job_id), keys.ACTIVE],
-                                  args=[token, int(ttl_s * 1000), check_after, job_id], client=pipe)  # fmt: skip
-                pipe.exists(keys.cancel(job_id))
-            replies = await pipe.execute()
-        stop = {}
-        for index, job_id in enumerate(leases):
-            renewed, cancel = replies[2 * index], replies[2 * index + 1]
-            if cancel:
-                stop[job_id] = "cancelled"
-            elif not renewed:
-                stop[job_id] = "lease_lost"
-        return stop
 
     async def holds_lease(self, job_id: str, token: int) -> bool:
         """Whether `token` is still the job's current lease."""

@@ -1494,7 +1494,7 @@ def _purge(store: PrivateRedis, queues: list[str]) -> None:
 
 
 def scenario_combined(size: int, seed: int, env: ChaosEnv | None = None, *, rate: float = 10.0,
-                      bounds: Bounds | None = None) -> dict[str, Any]:  # fmt: skip
+                      bounds: Bounds | None = None, kill_every: tuple[float, float] = (4.0, 8.0)) -> dict[str, Any]:  # fmt: skip
     """The full run: SIGKILLs of both kinds every few seconds, one Redis restart and one Postgres
     restart, all in one run (2 jobs workers, 1 tools worker); dead workers after the Redis restart
     are restarted (a supervisor) and reported."""
@@ -1513,7 +1513,7 @@ def scenario_combined(size: int, seed: int, env: ChaosEnv | None = None, *, rate
                 start = time.monotonic()
                 pending = {"redis": redis_at, "postgres": postgres_at}
                 while time.monotonic() - start < span:
-                    time.sleep(run.rng.uniform(4.0, 8.0))
+                    time.sleep(run.rng.uniform(*kill_every))
                     elapsed = time.monotonic() - start
                     for what, at in list(pending.items()):
                         if elapsed >= at:
@@ -1536,7 +1536,7 @@ def scenario_combined(size: int, seed: int, env: ChaosEnv | None = None, *, rate
             run.background(inject, "inject")
             run.join_all(timeout=span * 3 + 600)
             run.wait_settled(bounds.stuck_after_s, bounds.lost_after_s)
-            return run.results(size=size, rate=rate, workers_died_of_redis_restart=died)
+            return run.results(size=size, rate=rate, workers_died_of_redis_restart=died, kill_every_s=list(kill_every))
 
     return _run(env, body)
 
