@@ -966,9 +966,11 @@ class ChaosRun:
         # Tools-worker kills that landed mid-call: a run by that worker's pool, started, never done.
         tool_kills = [f for f in self.faults if f.kind == "sigkill_tools"]
         mid_call = 0
+        interrupted: Counter[str] = Counter()  # runs cut off by a kill: each may end as an unknown outcome
         for kill in tool_kills:
-            if any(row[4] == kill.pid and not row[6] and row[5] <= kill.at + 0.05 for row in runs):
-                mid_call += 1
+            cut = [row for row in runs if row[4] == kill.pid and not row[6] and row[5] <= kill.at + 0.05]
+            mid_call += bool(cut)
+            interrupted.update(row[0] for row in cut)
 
         job_ids = list(accepted.values())
         events = self.events(job_ids)
@@ -1004,6 +1006,7 @@ class ChaosRun:
             "failed_reasons": dict(failures.most_common(5)),
             "kills": {"jobs": faults.get("sigkill_jobs", 0), "tools": faults.get("sigkill_tools", 0)},
             "tools_kills_mid_call": mid_call,
+            "interrupted_runs": dict(interrupted),
             "restarts": {
                 "jobs_workers": self.fleet.restarts.get("jobs", 0),
                 "tools_workers": self.fleet.restarts.get("tools", 0),

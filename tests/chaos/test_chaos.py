@@ -71,8 +71,10 @@ def assert_no_loss(result: dict[str, Any]) -> None:
         "forked": result["forked"],
     }
     assert counts == dict.fromkeys(counts, 0), counts
-    assert result["outcome_unknown"] <= result["tools_kills_mid_call"], (
-        result["outcome_unknown"], result["tools_kills_mid_call"])  # fmt: skip
+    # Each run a tools-worker kill cut off (a 6-slot worker cuts up to 6) may end as one unknown
+    # outcome of the non-idempotent tool; nothing else may (a Redis restart, a jobs-worker kill).
+    assert result["outcome_unknown"] <= result["interrupted_runs"].get("charge", 0), (
+        result["outcome_unknown"], result["interrupted_runs"], result["tools_kills_mid_call"])  # fmt: skip
     assert result["jobs"]["recorded"] == result["jobs"]["submitted"], result["jobs"]
 
 
