@@ -1496,8 +1496,10 @@ def _purge(store: PrivateRedis, queues: list[str]) -> None:
         client.close()
 
 
-def scenario_combined(size: int, seed: int, env: ChaosEnv | None = None, *, rate: float = 10.0,
-                      bounds: Bounds | None = None, kill_every: tuple[float, float] = (4.0, 8.0)) -> dict[str, Any]:  # fmt: skip
+def scenario_combined(
+    size: int, seed: int, env: ChaosEnv | None = None, *, rate: float = 10.0, bounds: Bounds | None = None,
+    kill_every: tuple[float, float] = (4.0, 8.0),
+) -> dict[str, Any]:  # fmt: skip
     """The full run: SIGKILLs of both kinds every few seconds, one Redis restart and one Postgres
     restart, all in one run (2 jobs workers, 1 tools worker); dead workers after the Redis restart
     are restarted (a supervisor) and reported."""

@@ -13,7 +13,7 @@ from slmflow.events import Event
 from slmflow.fleet import keys
 from slmflow.fleet.fencing import RedisFencedSaver
 from slmflow.fleet.records import JobRecord
-from slmflow.fleet.store import JobStore, LeaseLost, current_lease
+from slmflow.fleet.store import Heartbeat, JobStore, LeaseLost, current_lease
 from slmflow.jobs import JobStatus
 
 pytestmark = pytest.mark.redis
@@ -42,7 +42,7 @@ async def test_a_worker_whose_lease_lapsed_can_no_longer_write(store: JobStore) 
         await store.fenced_put(record(status=JobStatus.SUCCEEDED), stale)
     with pytest.raises(LeaseLost):
         await store.append_event("j1", Event(kind="job_finished"), stale)
-    assert await store.heartbeat({"j1": stale}, 5) == {"j1": "lease_lost"}
+    assert Heartbeat(store.url).beat({"j1": stale}, 5) == {"j1": "lease_lost"}
     await store.fenced_put(record(status=JobStatus.RUNNING), fresh)
     assert (await store.get("j1")).status == JobStatus.RUNNING
 
@@ -98,7 +98,7 @@ async def test_cancel_moves_a_queued_job_and_flags_a_running_one(store: JobStore
     assert token is not None
     await store.fenced_put(record("r", status=JobStatus.RUNNING), token)
     assert await store.cancel("r") == "cancelling"
-    assert await store.heartbeat({"r": token}, 5) == {"r": "cancelled"}
+    assert Heartbeat(store.url).beat({"r": token}, 5) == {"r": "cancelled"}
 
 
 async def test_a_settled_job_leaves_the_active_set_and_cannot_be_leased_again(store: JobStore) -> None:
