@@ -545,6 +545,7 @@ class ChaosFleet:
         self.workers: dict[str, Worker] = {}
         self.generations: Counter[str] = Counter()
         self._groups: set[int] = set()
+        self._closed = False  # a restart timer that fires after the fleet stopped must start nothing
         self.restarts: Counter[str] = Counter()
         self._lock = threading.RLock()
         _track(self)
@@ -557,6 +558,8 @@ class ChaosFleet:
         # Tools sleep CHAOS_TOOL_SLEEP_S each: 6 prefork children keep up with 2 calls a job at 10 jobs/s.
         slots = ["--concurrency", "6"] if kind == "tools" else []
         with self._lock:
+            if self._closed:
+                raise RuntimeError(f"the fleet is stopped: not starting {name}")
             self.generations[name] += 1
             logfile = self.logs / f"{name}.{self.generations[name]}.log"
             with logfile.open("wb") as out:  # the child keeps its own copy of the fd
@@ -626,6 +629,7 @@ class ChaosFleet:
     def stop_all(self) -> None:
         """SIGKILL every process group this fleet ever started, and reap the leaders."""
         with self._lock:
+            self._closed = True
             for worker in self.workers.values():
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(worker.pid, signal.SIGCONT)  # a frozen worker must die too
@@ -815,6 +819,7 @@ class ChaosRun:
         """SIGKILL worker `name`; start it again after `restart_after` s (None: never)."""
         worker = self.fleet.workers[name]
         record = self.fault(f"sigkill_{worker.kind}", name, worker.pid)
+        record.detail["members"] = group_members(worker.pid)  # the pool children whose calls die with it
         self.fleet.kill(name)
         if restart_after is None:
             record.ended = time.time()
@@ -908,6 +913,17 @@ class ChaosRun:
         self.notes["stuck_refs"] = stuck or {}
         self.notes["settled_after_last_fault_s"] = round(time.time() - self.last_fault(), 2)
 
+    def _unknown_on_killed_runners(self, reviews: list[dict[str, Any]]) -> int:
+        """Unknown outcomes whose call was being run by a process a tools-worker kill took down."""
+        killed = {pid for f in self.faults if f.kind == "sigkill_tools" for pid in f.detail.get("members", [])}
+        client = self.env.redis.client()
+        try:
+            runners = [client.hget(f"slmflow:call:{r.get('key')}", "runner") for r in reviews]
+        finally:
+            client.close()
+        pids = [int(str(runner).rsplit(":", 1)[1]) for runner in runners if runner]
+        return sum(1 for pid in pids if pid in killed)
+
     def events(self, job_ids: list[str]) -> dict[str, list[tuple[float, dict[str, Any]]]]:
         """Each job's events as (stream time in s, event dict)."""
         client = self.env.redis.client()
@@ -947,6 +963,9 @@ class ChaosRun:
                    and records[ref].status.value == "needs_review"]  # fmt: skip
         review_reasons = Counter(str(r.get("reason") or (r.get("reasons") or ["?"])[0])[:60] for r in reviews)
         outcome_unknown = sum(1 for r in reviews if r.get("reason") == "outcome_unknown")
+        unknown_explained = self._unknown_on_killed_runners(
+            [r for r in reviews if r.get("reason") == "outcome_unknown"]
+        )
         dead_lettered = sum(1 for r in records.values() if r.status.value == "failed"
                             and "dead-letter" in str((r.error or {}).get("message")))  # fmt: skip
         failures = Counter(str((r.error or {}).get("message", ""))[:100] for r in records.values()
@@ -1001,6 +1020,7 @@ class ChaosRun:
             "extra_effects": extra_effects,
             "forked": forked,
             "outcome_unknown": outcome_unknown,
+            "outcome_unknown_on_killed_runs": unknown_explained,
             "needs_review_reasons": dict(review_reasons),
             "dead_lettered": dead_lettered,
             "failed_reasons": dict(failures.most_common(5)),
