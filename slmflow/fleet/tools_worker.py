@@ -17,7 +17,6 @@ from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
 from slmflow.errors import ToolError, UnknownTool
-from slmflow.fleet import keys
 from slmflow.fleet.calls import CallRecord, ToolsCalls
 from slmflow.fleet.queues import TOOL_GRACE_S
 from slmflow.project import find_project
@@ -60,7 +59,6 @@ class ToolsWorker:
 
     def run(self, key: str) -> None:
         """Run the call recorded under `key`, if it is this worker's to run."""
-        timeout = self._timeout_of(key)
         verdict, call = self.calls.claim(key, self.runner, ALIVE_S)
         if verdict == "forged":
             log.warning("refused run_tool %r: no such call was recorded by a jobs worker", key[:200])
@@ -69,7 +67,7 @@ class ToolsWorker:
             if verdict in ("done", "unknown"):
                 self.calls.wake(key)
             return
-        with self._heartbeat(key, timeout + TOOL_GRACE_S):
+        with self._heartbeat(key, self._timeout_of(call.tool) + TOOL_GRACE_S):
             outcome = self._outcome(call)
         self.calls.finish(key, self.runner, outcome)
 
@@ -95,10 +93,9 @@ class ToolsWorker:
             done.set()
             thread.join(timeout=2)
 
-    def _timeout_of(self, key: str) -> float:
-        tool = self.calls.redis.hget(keys.call(key), "tool")
+    def _timeout_of(self, tool: str) -> float:
         try:
-            return self.registry.get(str(tool)).timeout if tool else 0.0
+            return self.registry.get(tool).timeout
         except UnknownTool:
             return 0.0
 
