@@ -8,13 +8,16 @@ Schema that the workers publish in the graph catalog, before anything is written
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 import time
 from collections.abc import AsyncIterator, Coroutine, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from kombu.exceptions import OperationalError
 from pydantic import BaseModel, ValidationError
+from redis.exceptions import RedisError
 
 from slmflow import telemetry
 from slmflow.errors import (
@@ -38,6 +41,7 @@ from slmflow.validation import check_key, check_size, json_object, shown, valida
 __all__ = ["AsyncClient", "AsyncJob", "Client", "GraphInfo", "Job"]
 
 T = TypeVar("T")
+log = logging.getLogger("slmflow.client")
 
 
 class GraphInfo(BaseModel):
@@ -192,8 +196,17 @@ class AsyncClient:
         return await self.store.recent(JobStatus(status) if status else None, graph, limit)
 
     def enqueue(self, job_id: str, *, resumed: bool = False) -> None:
-        """Publish `run_job` for a recorded job (a job that is already queued runs once anyway)."""
-        publish_job(self._app, job_id, resumed=resumed)
+        """Publish `run_job` for a recorded job (a job that is already queued runs once anyway).
+
+        The record is already written, so a failed publish loses nothing: the reconciler publishes
+        an active job that has no message within SLMFLOW_RECONCILE_AFTER_S. It is logged, not raised
+        (raising would tell the caller the job was refused while it is in fact accepted).
+        """
+        try:
+            publish_job(self._app, job_id, resumed=resumed)
+        except (OperationalError, RedisError, OSError) as exc:
+            log.warning("job %s is recorded but its message could not be published (%s): the reconciler "
+                        "publishes it within SLMFLOW_RECONCILE_AFTER_S", job_id, exc)  # fmt: skip
 
     async def _graph(self, name: str) -> GraphInfo:
         return self._served(name, await self._catalog())

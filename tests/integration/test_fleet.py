@@ -397,6 +397,26 @@ def test_a_recorded_job_whose_message_never_left_is_published_by_the_reconciler(
     assert len(started) == 1
 
 
+def test_a_submit_whose_publish_fails_is_accepted_and_run_by_the_reconciler(
+    fleet: Fleet, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Redis went away between writing the record and publishing its message (kombu raises its own
+    # OperationalError): the job is recorded, so submit returns it and the reconciler publishes it.
+    from kombu.exceptions import OperationalError
+
+    fleet.env["SLMFLOW_RECONCILE_AFTER_S"] = "1"
+    fleet.start_jobs_worker()
+
+    def broken_send_task(*args: object, **kwargs: object) -> None:
+        raise OperationalError("Error 111 connecting to 127.0.0.1:6379. Connection refused.")
+
+    monkeypatch.setattr(fleet.client._client._app, "send_task", broken_send_task)
+    job = fleet.client.submit("support_triage", T01, idempotency_key="publish-failed")
+    monkeypatch.undo()
+    assert job.result(timeout=30).status == JobStatus.SUCCEEDED
+    assert fleet.client.submit("support_triage", T01, idempotency_key="publish-failed").id == job.id
+
+
 def test_a_forged_run_tool_message_runs_nothing(fleet: Fleet, redis_client: redis.Redis) -> None:
     fleet.model.intent = "order_status"  # resolve opens a case: a row written by a tool
     fleet.start_jobs_worker()
