@@ -9,6 +9,7 @@ import os as _os
 # LangGraph is imported: it reads the variable once, at import.
 _os.environ.setdefault("LANGGRAPH_STRICT_MSGPACK", "true")
 
+from slmflow.answers import Tier
 from slmflow.cascade import run_skill
 from slmflow.client import AsyncClient, AsyncJob, Client, GraphInfo, Job
 from slmflow.errors import (
@@ -43,7 +44,7 @@ from slmflow.events import Event
 from slmflow.fleet.records import JobRecord
 from slmflow.graphs import GraphSpec, JobContext, JobState, skill_node
 from slmflow.jobs import JobResult, JobStatus, run_job
-from slmflow.models import Endpoint, Endpoints, Tier
+from slmflow.models import Endpoint, Endpoints
 from slmflow.results import EscalationReason, SkillResult
 from slmflow.settings import Settings
 from slmflow.skills import Label, Object, Skill, ToolCalls

@@ -30,9 +30,10 @@ from typing import Any
 from pydantic import BaseModel
 
 from slmflow import telemetry
+from slmflow.answers import Tier, answer_key, said
 from slmflow.errors import ModelError, ModelTimeout, ToolError, ToolOutcomeUnknown
-from slmflow.learning.hooks import Learning, answer_key, said
-from slmflow.models import Completion, Endpoints, ModelClient, Tier
+from slmflow.hooks import CascadeHooks, serving_model
+from slmflow.models import Completion, Endpoints, ModelClient
 from slmflow.prompts import feedback_message, render_messages
 from slmflow.results import Attempt, Escalation, EscalationReason, SkillResult
 from slmflow.skills import Skill, ToolCalls
@@ -116,7 +117,7 @@ class _Cascade:
         if learning is None:
             return await self._climb()
         route = await learning.route(self.skill.name)
-        self.slm_model = route.current or self.skill.model
+        self.slm_model = serving_model(self.skill, route, self.run_.endpoints.slm.endpoint.default_model)
         shadow = None
         if route.candidate and route.candidate != route.current and random.random() < route.shadow_rate:
             shadow = asyncio.create_task(self._shadow(route.candidate))
@@ -219,7 +220,7 @@ class _Cascade:
             span.set_attribute("slmflow.verdict", "ok" if verdict.ok else str(verdict.reason))
         return _judged(verdict, completion)
 
-    async def _keep(self, learning: Learning) -> None:
+    async def _keep(self, learning: CascadeHooks) -> None:
         """Record this run for training; an LLM answer may come with a rationale."""
         rationale = None
         if learning.rationale and self.result.ok and self.result.tier is Tier.LLM:

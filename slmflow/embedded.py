@@ -8,12 +8,11 @@ from pathlib import Path
 from typing import Any
 
 from slmflow.checkpoints import open_checkpointer
+from slmflow.connect import open_endpoints
 from slmflow.errors import InvalidInput
 from slmflow.events import EventSink
 from slmflow.graphs import GraphSpec
 from slmflow.jobs import JobResult, run_job, validate_input
-from slmflow.local_server import serve
-from slmflow.models import Endpoints, check_reachable
 from slmflow.project import find_project
 from slmflow.settings import Settings
 
@@ -53,20 +52,8 @@ async def run_graph(
     """
     spec = load_graph(name, settings)
     validate_input(spec, data)
-    slm_base_url = None
-    if not settings.slm_base_url:
-        slm_base_url = serve(settings, progress=progress).base_url
-    endpoints = Endpoints.from_settings(settings, slm_base_url=slm_base_url)
-    try:
-        default = endpoints.slm.endpoint.default_model
-        models = {s.model or default for s in spec.skills}
-        if endpoints.learning is not None:  # adapters a skill was promoted to (a shadow failing is harmless)
-            routes = [await endpoints.learning.route(s.name) for s in spec.skills]
-            models |= {r.current for r in routes if r.current}
-        await check_reachable(endpoints.slm, sorted(models))
-        if endpoints.llm is not None:
-            await check_reachable(endpoints.llm, [])
-        async with open_checkpointer(settings.checkpoint_url) as checkpointer:
-            return await run_job(spec, data, endpoints=endpoints, checkpointer=checkpointer, emit=emit)
-    finally:
-        await endpoints.aclose()
+    async with (
+        open_endpoints(settings, skills=spec.skills, learning=True, progress=progress) as endpoints,
+        open_checkpointer(settings.checkpoint_url) as checkpointer,
+    ):
+        return await run_job(spec, data, endpoints=endpoints, checkpointer=checkpointer, emit=emit)

@@ -20,10 +20,11 @@ from langgraph.types import Command, StateSnapshot
 from pydantic import BaseModel, Field, ValidationError
 
 from slmflow import telemetry
+from slmflow.answers import Tier
 from slmflow.errors import InvalidInput, SlmflowError, UsageError
 from slmflow.events import Event, EventSink
 from slmflow.graphs import GraphSpec, JobContext, MemoryMemo, StepMemo
-from slmflow.models import Endpoints, Tier
+from slmflow.models import Endpoints
 from slmflow.redaction import excerpt
 from slmflow.results import Escalation, SkillResult, Usage
 from slmflow.tools import InProcessExecutor, ToolExecutor

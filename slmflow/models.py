@@ -7,8 +7,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field, replace
-from enum import StrEnum
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 import openai
 from tenacity import (
@@ -18,6 +17,7 @@ from tenacity import (
     wait_random_exponential,
 )
 
+from slmflow.answers import Tier
 from slmflow.errors import (
     EndpointUnreachable,
     ModelError,
@@ -25,11 +25,9 @@ from slmflow.errors import (
     ModelUnavailable,
     UsageError,
 )
+from slmflow.hooks import CascadeHooks
 from slmflow.redaction import mask_url
 from slmflow.settings import Settings
-
-if TYPE_CHECKING:
-    from slmflow.learning.hooks import Learning
 
 __all__ = [
     "Completion",
@@ -39,17 +37,8 @@ __all__ = [
     "Endpoints",
     "ModelClient",
     "RawToolCall",
-    "Tier",
     "map_openai_error",
 ]
-
-
-class Tier(StrEnum):
-    """Who answered: the small model, the large one, or a human reviewer."""
-
-    SLM = "slm"
-    LLM = "llm"
-    HUMAN = "human"
 
 
 Dialect = Literal["vllm", "openai"]
@@ -233,15 +222,14 @@ class Endpoints:
     llm: ModelClient | None = None
     llm_price_per_1k: tuple[float, float] = (0.0025, 0.01)
     """LLM prices (input, output) used for the all-LLM cost estimate, even with no LLM set."""
-    learning: Learning | None = None
-    """Adapter routes, shadow and recording (the learning loop); None: base models, nothing kept."""
+    learning: CascadeHooks | None = None
+    """Adapter routes, shadow and recording (the learning loop); None: base models, nothing kept.
+    Never filled in from settings behind the caller's back: `open_endpoints(..., learning=True)`."""
     _owned: list[ModelClient] = field(default_factory=list, repr=False)
 
     @classmethod
     def from_settings(cls, settings: Settings, slm_base_url: str | None = None) -> Endpoints:
-        """Endpoints as the settings describe them (`slm_base_url` overrides the setting)."""
-        from slmflow.learning.hooks import Learning
-
+        """The clients the settings describe (`slm_base_url` overrides the setting); no learning hooks."""
         slm = ModelClient(
             Endpoint(
                 tier=Tier.SLM,
@@ -274,7 +262,6 @@ class Endpoints:
             slm=slm,
             llm=llm,
             llm_price_per_1k=(settings.llm_price_per_1k_input, settings.llm_price_per_1k_output),
-            learning=Learning.from_settings(settings),
             _owned=[c for c in (slm, llm) if c is not None],
         )
 

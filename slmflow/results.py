@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from slmflow.models import Tier
+from slmflow.answers import Tier
 
 __all__ = ["Attempt", "Escalation", "EscalationReason", "SkillResult", "TierUsage", "Usage"]
 

@@ -24,7 +24,8 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from slmflow.models import Dialect, Endpoint, Endpoints, ModelClient, Tier
+from slmflow.answers import Tier
+from slmflow.models import Dialect, Endpoint, Endpoints, ModelClient
 
 __all__ = ["Reply", "ScriptedServer"]
 

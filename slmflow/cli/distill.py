@@ -15,6 +15,7 @@ from slmflow.learning import adapters as adapter_ops
 from slmflow.learning.export import export_records
 from slmflow.learning.store import DatasetStore
 from slmflow.learning.train import TrainConfig, read_dataset, train_adapter
+from slmflow.local_server import model_dir, prepare
 from slmflow.project import find_project
 from slmflow.redaction import mask_url
 from slmflow.settings import Settings, load_settings
@@ -85,8 +86,6 @@ def train(
     json_output: JsonOption = False,
 ) -> None:
     """LoRA fine-tune the base model on a dataset, on the CPU; writes an adapter vLLM can serve."""
-    from slmflow.local_server import model_dir, prepare
-
     settings = load_settings()
     find_project(settings.project).find_skill(skill)
     read_dataset(data)  # a missing or broken dataset is reported before anything loads

@@ -12,13 +12,12 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextC
 from rich.table import Table
 
 from slmflow.cli.output import console, err_console, print_json
+from slmflow.connect import open_endpoints
 from slmflow.errors import UnknownGraph, UnknownSkill
 from slmflow.graphs import GraphSpec
 from slmflow.learning.evaluate import Case, ModelReport, evaluate, plot_reports, read_cases
 from slmflow.learning.hooks import Learning
 from slmflow.learning.store import DatasetStore
-from slmflow.local_server import serve
-from slmflow.models import Endpoints, check_reachable
 from slmflow.project import find_project
 from slmflow.settings import Settings, load_settings
 from slmflow.skills import Skill
@@ -74,18 +73,14 @@ async def _run(
     settings: Settings, subject: Skill | GraphSpec, spec: GraphSpec, cases: list[Case], models: list[str | None],
     slice_field: str | None, concurrency: int, record: bool,
 ) -> list[ModelReport]:  # fmt: skip
-    slm_base_url = None
-    if not settings.slm_base_url:
-        slm_base_url = serve(settings, progress=lambda m: err_console.print(f"[dim]{m}[/]")).base_url
-    endpoints = Endpoints.from_settings(settings, slm_base_url=slm_base_url)
     reports = []
     recorder = None
     if record:
         recorder = Learning(DatasetStore(settings.dataset_store_url), record=True,
                             rationale=settings.record_rationale, follow_routes=False)  # fmt: skip
-    try:
+    async with open_endpoints(settings, models=[m for m in models if m],
+                              progress=lambda m: err_console.print(f"[dim]{m}[/]")) as endpoints:  # fmt: skip
         default = endpoints.slm.endpoint.default_model
-        await check_reachable(endpoints.slm, sorted({m or default for m in models}))
         for model in models:
             columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
             with Progress(*columns, console=err_console, transient=True) as bar:
@@ -98,8 +93,6 @@ async def _run(
                     subject, spec, cases, endpoints, model=model, slice_field=slice_field, concurrency=concurrency,
                     progress=advance, record=recorder,
                 ))  # fmt: skip
-    finally:
-        await endpoints.aclose()
     return reports
 
 

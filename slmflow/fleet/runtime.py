@@ -29,6 +29,7 @@ from celery import Celery
 from langgraph.checkpoint.base import BaseCheckpointSaver
 
 from slmflow.checkpoints import open_checkpointer
+from slmflow.connect import open_endpoints
 from slmflow.errors import InvalidInput, JobFailed, StoreUnavailable
 from slmflow.events import Event
 from slmflow.fleet.calls import JobCalls
@@ -40,7 +41,6 @@ from slmflow.fleet.records import JobRecord
 from slmflow.fleet.store import CancelSignal, Heartbeat, JobStore, LeaseLost, current_lease
 from slmflow.graphs import GraphSpec
 from slmflow.jobs import NO_RESUME, JobResult, JobStatus, run_job
-from slmflow.models import Endpoints
 from slmflow.project import find_project
 from slmflow.settings import Settings
 from slmflow.telemetry import setup_metrics, setup_tracing
@@ -113,7 +113,9 @@ class JobsRuntime:
                               max_event_bytes=settings.max_event_bytes)  # fmt: skip
         await self.store.ping()
         self.calls = JobCalls(self.store.redis, settings.job_ttl_s)
-        self.endpoints = Endpoints.from_settings(settings)
+        self.endpoints = await self._stack.enter_async_context(
+            open_endpoints(settings, learning=True, start_local=False, check=False)
+        )
         self.checkpointer = fenced(await self._stack.enter_async_context(_checkpointer(settings.checkpoint_url)),
                                    self.store)  # fmt: skip
         self.reconciler = Reconciler(self.app, self.store)

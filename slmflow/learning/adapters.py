@@ -18,13 +18,11 @@ from pydantic import BaseModel
 
 from slmflow.errors import EndpointUnreachable, InvalidInput, UsageError
 from slmflow.learning.store import AdapterEvent, DatasetStore, Route, ShadowCall
+from slmflow.local_server import server_is_up
 from slmflow.redaction import mask_url
-from slmflow.settings import Settings
 
 __all__ = [
     "ShadowFigures",
-    "adapters_dir",
-    "discover",
     "load_adapter",
     "promote",
     "rollback",
@@ -33,20 +31,6 @@ __all__ = [
     "start_shadow",
     "validate_rate",
 ]
-
-
-def adapters_dir(settings: Settings) -> Path:
-    """Where the project's adapters live: `SLMFLOW_ADAPTERS_DIR`, or `adapters/` in the project."""
-    if settings.adapters_dir is not None:
-        return settings.adapters_dir
-    return (settings.project or Path.cwd()) / "adapters"
-
-
-def discover(directory: Path) -> dict[str, Path]:
-    """Adapter name (its folder's name) to folder, for every PEFT adapter folder in `directory`."""
-    if not directory.is_dir():
-        return {}
-    return {p.name: p.resolve() for p in sorted(directory.iterdir()) if (p / "adapter_config.json").is_file()}
 
 
 def load_adapter(base_url: str, name: str, path: Path, timeout: float = 120.0) -> None:
@@ -132,8 +116,6 @@ def validate_rate(rate: float) -> float:
 
 def require_served(base_url: str, name: str) -> None:
     """Fail unless the server at `base_url` serves model `name` (a shadow of nothing helps no one)."""
-    from slmflow.local_server import server_is_up
-
     served = server_is_up(base_url, timeout=10.0)
     if served is None:
         raise EndpointUnreachable(

@@ -25,13 +25,14 @@ from typing import Any
 
 from pydantic import BaseModel, Field, ValidationError
 
+from slmflow.answers import Tier, answer_key, said
 from slmflow.cascade import run_skill
 from slmflow.checkpoints import open_checkpointer
 from slmflow.errors import InvalidInput
 from slmflow.graphs import GraphSpec
 from slmflow.jobs import JobStatus, run_job
-from slmflow.learning.hooks import Learning, answer_key, said
-from slmflow.models import Endpoints, Tier
+from slmflow.learning.hooks import Learning
+from slmflow.models import Endpoints
 from slmflow.skills import Skill
 
 __all__ = ["Case", "CaseResult", "ModelReport", "evaluate", "plot_reports", "read_cases"]

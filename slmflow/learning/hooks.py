@@ -9,15 +9,15 @@ failing never fails a job: the run goes on with the base model and the failure i
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import logging
 import time
 from collections.abc import Mapping
 from typing import Any
 
-from slmflow.learning.store import DatasetStore, Route, RunRecord, ShadowCall
-from slmflow.models import Tier
+from slmflow.answers import Tier, answer_key, input_hash
+from slmflow.hooks import Route
+from slmflow.learning.store import DatasetStore, RunRecord, ShadowCall
 from slmflow.prompts import render_messages
 from slmflow.redaction import Redactor, redact, redact_value
 from slmflow.results import SkillResult
@@ -26,45 +26,13 @@ from slmflow.skills import Skill
 from slmflow.tools import ToolRegistry
 from slmflow.verdicts import constraint
 
-__all__ = ["Learning", "answer_key", "input_hash", "said"]
+__all__ = ["Learning"]
 
 log = logging.getLogger("slmflow.learning")
 
 
-def input_hash(values: Mapping[str, Any]) -> str:
-    """Hash of a skill's input (before redaction): the identity of a training example."""
-    return hashlib.sha256(json.dumps(values, sort_keys=True, default=str).encode()).hexdigest()
-
-
-def answer_key(answer: Any) -> str:
-    """A comparable form of an answer: tool calls by name and arguments only, never their results."""
-    if isinstance(answer, list):
-        answer = [
-            {"name": c.get("name"), "arguments": c.get("arguments")} if isinstance(c, dict) else c for c in answer
-        ]
-    return json.dumps(answer, sort_keys=True, default=str)
-
-
-def said(output: Any) -> Any:
-    """What a model wrote (an attempt's `output`) in comparable form: a label, a parsed object, or
-    tool calls with parsed arguments; None when it wrote nothing."""
-    if isinstance(output, list):
-        return [{"name": c.get("name"), "arguments": _parsed(c.get("arguments") or "{}")} for c in output]
-    if isinstance(output, str):
-        text = output.strip()
-        return (_parsed(text) if text.startswith("{") else text) or None
-    return output
-
-
-def _parsed(text: Any) -> Any:
-    try:
-        return json.loads(text) if isinstance(text, str) else text
-    except ValueError:
-        return text
-
-
 class Learning:
-    """Routes, shadow sampling and run recording over one dataset store."""
+    """Routes, shadow sampling and run recording over one dataset store (the engine's `CascadeHooks`)."""
 
     def __init__(
         self,
@@ -105,7 +73,9 @@ class Learning:
         route = Route(skill=skill)
         if self.store.exists():
             try:
-                route = await asyncio.to_thread(self.store.route, skill)
+                stored = await asyncio.to_thread(self.store.route, skill)
+                route = Route(skill=skill, current=stored.current, candidate=stored.candidate,
+                              shadow_rate=stored.shadow_rate)  # fmt: skip
             except Exception as exc:  # the store is an optimisation here, never a reason to fail a job
                 log.warning("cannot read the route of %s from the dataset store (%s): using the base model", skill, exc)
         self._routes[skill] = (now, route)

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from agents.support_triage import classify, extract, lookup
+from slmflow import local_server
 from slmflow.learning import adapters
 from slmflow.learning.export import export_records
 from slmflow.learning.store import AdapterEvent, DatasetStore, Route, RunRecord, ShadowCall
@@ -192,7 +193,7 @@ def test_the_local_server_serves_every_adapter_folder_and_allows_runtime_loading
     (tmp_path / "classify_intent-v1" / "adapter_config.json").write_text("{}")
     (tmp_path / "notes").mkdir()  # not an adapter: no adapter_config.json
     settings = load_settings(adapters_dir=tmp_path)
-    found = adapters.discover(adapters.adapters_dir(settings))
+    found = local_server.discover(local_server.adapters_dir(settings))
     assert found == {"classify_intent-v1": (tmp_path / "classify_intent-v1").resolve()}
     command = serve_command(settings, found)
     assert command[command.index("--lora-modules") + 1] == f"classify_intent-v1={tmp_path / 'classify_intent-v1'}"
