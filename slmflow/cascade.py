@@ -30,15 +30,16 @@ from typing import Any
 from pydantic import BaseModel
 
 from slmflow import telemetry
-from slmflow.answers import Tier, answer_key, said
+from slmflow.answers import Tier, answer_key, input_hash, said
+from slmflow.calibration import constraint_id
 from slmflow.errors import ModelError, ModelTimeout, ToolError, ToolOutcomeUnknown
-from slmflow.hooks import CascadeHooks, serving_model
+from slmflow.hooks import CascadeHooks, serving_floor, serving_model
 from slmflow.models import Completion, Endpoints, ModelClient
 from slmflow.prompts import feedback_message, render_messages
 from slmflow.results import Attempt, Escalation, EscalationReason, SkillResult
 from slmflow.skills import Skill, ToolCalls
 from slmflow.tools import InProcessExecutor, ToolCall, ToolContext, ToolExecutor, ToolRegistry
-from slmflow.verdicts import Verdict, constraint, judge
+from slmflow.verdicts import Verdict, constraint, gate, judge, scoring_fields
 
 log = logging.getLogger("slmflow.cascade")
 __all__ = ["SkillRun", "run_skill"]
@@ -103,6 +104,8 @@ class _Cascade:
         self.result = SkillResult(skill=skill.name, status="needs_review")
         self.slm_model = skill.model
         self.first_slm: tuple[bool, Any] | None = None
+        self.floor: float | None = skill.min_confidence
+        """The floor the SLM's answers must meet (None: no calibration vouches; escalate)."""
         """Whether the SLM's first answer passed, and the answer (before any tool ran): what a shadow meets."""
 
     def tiers(self) -> list[tuple[Tier, ModelClient, str | None, int]]:
@@ -115,9 +118,14 @@ class _Cascade:
     async def run(self) -> SkillResult:
         learning = self.run_.endpoints.learning
         if learning is None:
+            self.floor = serving_floor(self.skill, None, "")
             return await self._climb()
         route = await learning.route(self.skill.name)
         self.slm_model = serving_model(self.skill, route, self.run_.endpoints.slm.endpoint.default_model)
+        calibrated = None
+        if self.skill.target_precision is not None and self.skill.manual_floor is None:
+            calibrated = await learning.floor(self.skill, self.slm_model)
+        self.floor = serving_floor(self.skill, calibrated, constraint_id(self.skill) if calibrated else "")
         shadow = None
         if route.candidate and route.candidate != route.current and random.random() < route.shadow_rate:
             shadow = asyncio.create_task(self._shadow(route.candidate))
@@ -161,6 +169,8 @@ class _Cascade:
     async def _run_tier(self, tier: Tier, client: ModelClient, model: str | None, attempts: int) -> Verdict:
         messages = list(self.base_messages)
         request = constraint(self.skill, client.endpoint.dialect, self.run_.tools)
+        if tier is Tier.SLM:
+            request |= scoring_fields(self.skill)
         verdict = Verdict.reject(EscalationReason.MODEL_UNAVAILABLE, "no attempt was made")
         for number in range(1, attempts + 1):
             with telemetry.chat_span(model or client.endpoint.default_model, tier, number) as span:
@@ -189,22 +199,49 @@ class _Cascade:
         except ModelError as exc:
             reason = EscalationReason.TIMEOUT if isinstance(exc, ModelTimeout) else EscalationReason.MODEL_UNAVAILABLE
             return Verdict.reject(reason, str(exc)), None
-        verdict = judge(
-            self.skill,
-            completion,
-            self.values,
-            dialect=client.endpoint.dialect,
-            tools=self.run_.tools,
-            gate_confidence=tier is Tier.SLM,
-        )
+        sampled = tier is Tier.SLM and self.skill.signal == "agreement"
+        verdict = judge(self.skill, completion, self.values, dialect=client.endpoint.dialect, tools=self.run_.tools,
+                        floor=self.floor, gate_confidence=tier is Tier.SLM and not sampled)  # fmt: skip
+        if sampled and verdict.ok:
+            verdict = gate(verdict, await self._agreement(client, model, messages, request, verdict), self.floor)
         if tier is Tier.SLM and self.first_slm is None:
             self.first_slm = _judged(verdict, completion)
         return verdict, completion
 
+    async def _agreement(
+        self, client: ModelClient, model: str | None, messages: list[dict[str, Any]], request: dict[str, Any],
+        verdict: Verdict,
+    ) -> float | None:  # fmt: skip
+        """Self-consistency: the share of `samples` sampled answers (checked like any answer) that
+        equal the greedy one; None when sampling failed (nothing vouches: the answer escalates)."""
+        skill = self.skill
+        seed = int(input_hash(self.values)[:8], 16)
+        with telemetry.chat_span(model or client.endpoint.default_model, Tier.SLM, 0) as span:
+            span.set_attribute("slmflow.samples", skill.samples)
+            try:
+                samples = await client.samples(messages, n=skill.samples, temperature=skill.sample_temperature,
+                                               seed=seed, model=model, max_tokens=skill.token_budget,
+                                               request=request)  # fmt: skip
+            except ModelError as exc:
+                log.warning("sampling %s failed, so nothing vouches for its answer: %s", skill.name, exc)
+                return None
+            first = samples[0]
+            self.result.usage.add_call(Tier.SLM, first.input_tokens, first.output_tokens, first.latency_s,
+                                       client.endpoint.cost(first.input_tokens, first.output_tokens))  # fmt: skip
+            greedy = answer_key(_jsonable(verdict.answer))
+            agree = 0
+            for sample in samples:
+                judged = judge(skill, sample, self.values, dialect=client.endpoint.dialect, tools=self.run_.tools,
+                               gate_confidence=False)  # fmt: skip
+                agree += judged.ok and answer_key(_jsonable(judged.answer)) == greedy
+            share = agree / len(samples)
+            span.set_attribute("slmflow.agreement", share)
+        return share
+
     async def _shadow(self, candidate: str) -> tuple[bool, Any] | None:
         """The candidate adapter's verdict on this input; its tool calls are judged, never run."""
         client = self.run_.endpoints.slm
-        request = constraint(self.skill, client.endpoint.dialect, self.run_.tools)
+        request = constraint(self.skill, client.endpoint.dialect, self.run_.tools) | scoring_fields(self.skill)
         with telemetry.chat_span(candidate, Tier.SLM, 0) as span:
             span.set_attribute("slmflow.shadow", True)
             try:
@@ -216,7 +253,8 @@ class _Cascade:
                 log.warning("shadow candidate %s of %s failed: %s", candidate, self.skill.name, exc)
                 return None
             verdict = judge(self.skill, completion, self.values, dialect=client.endpoint.dialect,
-                            tools=self.run_.tools, gate_confidence=True)  # fmt: skip
+                            tools=self.run_.tools, floor=self.floor,
+                            gate_confidence=self.skill.signal != "agreement")  # fmt: skip
             span.set_attribute("slmflow.verdict", "ok" if verdict.ok else str(verdict.reason))
         return _judged(verdict, completion)
 

@@ -5,7 +5,8 @@ loop (`slmflow.learning.hooks.Learning`) implements them. No hooks (`Endpoints.l
 means the base models, no shadow, nothing kept: what a bare `run_skill` gets unless the caller
 passes hooks on purpose (`open_endpoints(..., learning=True)` does for `slmflow run`, eval, fleets).
 
-`serving_model` is the one place that decides which model serves a skill.
+`serving_model` and `serving_floor` are the one place that decides which model serves a skill
+and which confidence floor its answers must meet.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from slmflow.results import SkillResult
 from slmflow.skills import Skill
 from slmflow.tools import ToolRegistry
 
-__all__ = ["CascadeHooks", "Route", "serving_model"]
+__all__ = ["CascadeHooks", "Floor", "Route", "serving_floor", "serving_model"]
 
 
 @dataclass(frozen=True)
@@ -56,6 +57,10 @@ class CascadeHooks(Protocol):
         """The skill's route; never raises (an unreadable store means the base model)."""
         ...
 
+    async def floor(self, skill: Skill, model: str) -> Floor | None:
+        """The latest calibrated floor of `skill` on `model` (None: never calibrated); never raises."""
+        ...
+
     async def keep_run(
         self, skill: Skill, values: Mapping[str, Any], messages: list[dict[str, Any]], tools: ToolRegistry | None,
         result: SkillResult, *, job_id: str, step: str | None, slm_model: str, rationale: str | None = None,
@@ -76,3 +81,38 @@ class CascadeHooks(Protocol):
     ) -> None:  # fmt: skip
         """Keep how the current model's first answer and the candidate's compare; never raises."""
         ...
+
+
+@dataclass(frozen=True)
+class Floor:
+    """A calibrated floor: keep SLM answers whose `signal` confidence is at least `value`, which
+    met `target` precision (by the Clopper-Pearson bound) on the model under `constraint_id`.
+    `value` None: calibrated, and no floor met the target."""
+
+    value: float | None
+    target: float
+    signal: str
+    constraint_id: str
+    version: str = ""
+    """Where it comes from: a dataset-store calibration id, or the project's floors file."""
+
+
+def serving_floor(skill: Skill, calibrated: Floor | None, constraint_id: str) -> float | None:
+    """The confidence floor an SLM answer of `skill` must meet; None: nothing can vouch for it
+    (escalate every answer).
+
+    A `min_confidence` set explicitly wins (a manual override). With no `target_precision`, the
+    floor is `min_confidence` (default 0: keep every passing answer). With a target, the calibrated
+    floor serves when it was calibrated under this constraint and signal for at least this target.
+    """
+    if skill.manual_floor is not None:
+        return skill.manual_floor
+    if skill.target_precision is None:
+        return skill.min_confidence
+    if calibrated is None or calibrated.value is None:
+        return None
+    if calibrated.constraint_id != constraint_id or calibrated.signal != skill.signal:
+        return None  # calibrated under another constraint or signal: it vouches for nothing here
+    if calibrated.target < skill.target_precision:
+        return None
+    return calibrated.value

@@ -85,6 +85,8 @@ class Completion:
     output_tokens: int
     token_logprobs: tuple[float, ...]
     latency_s: float
+    runner_up_logprobs: tuple[float | None, ...] = ()
+    """Per token, the logprob of the best token not chosen (when `top_logprobs` was asked for)."""
 
 
 def _is_transient(exc: BaseException) -> bool:
@@ -157,11 +159,35 @@ class ModelClient:
         max_tokens: int,
         request: dict[str, Any] | None = None,
     ) -> Completion:
-        """One chat completion; `request` adds constraint fields (response_format, tools, ...)."""
+        """One chat completion at temperature 0; `request` adds constraint fields (response_format, tools, ...)."""
         model = model or self.endpoint.default_model
+        started = time.perf_counter()
+        response = await self._create(messages, model, max_tokens, request, temperature=0)
+        return self._completions(response, model, time.perf_counter() - started)[0]
+
+    async def samples(
+        self,
+        messages: list[dict[str, Any]],
+        *,
+        n: int,
+        temperature: float,
+        seed: int,
+        model: str | None = None,
+        max_tokens: int,
+        request: dict[str, Any] | None = None,
+    ) -> list[Completion]:
+        """`n` sampled completions of one request (self-consistency); the latency is the request's."""
+        model = model or self.endpoint.default_model
+        started = time.perf_counter()
+        response = await self._create(messages, model, max_tokens, request, temperature=temperature, n=n, seed=seed)
+        return self._completions(response, model, time.perf_counter() - started)
+
+    async def _create(
+        self, messages: list[dict[str, Any]], model: str, max_tokens: int, request: dict[str, Any] | None,
+        **sampling: Any,
+    ) -> Any:  # fmt: skip
         body: dict[str, Any] = dict(request or {})
         extra_body = body.pop("extra_body", None)
-        started = time.perf_counter()
         try:
             async for attempt in AsyncRetrying(
                 retry=retry_if_exception(_is_transient),
@@ -170,31 +196,36 @@ class ModelClient:
                 reraise=True,
             ):
                 with attempt:
-                    response = await self._client.chat.completions.create(
+                    return await self._client.chat.completions.create(
                         model=model,
                         messages=messages,  # type: ignore[arg-type]
-                        temperature=0,
                         max_tokens=max_tokens,
                         logprobs=True,
                         extra_body=extra_body,
+                        **sampling,
                         **body,
                     )
         except openai.OpenAIError as exc:
             raise map_openai_error(exc, model, self.endpoint.base_url) from exc
         except (ValueError, UnicodeError) as exc:  # a body that is not JSON (cut off, garbage)
             raise _not_a_completion(model, self.endpoint.base_url, exc) from exc
+        raise AssertionError("unreachable: tenacity re-raises the last error")  # pragma: no cover
+
+    def _completions(self, response: Any, model: str, latency_s: float) -> list[Completion]:
         try:
-            return _completion(response, model, time.perf_counter() - started)
+            found = [_completion(response, choice, model, latency_s) for choice in response.choices]
         except (AttributeError, IndexError, KeyError, TypeError, ValueError) as exc:  # JSON, not a completion
             raise _not_a_completion(model, self.endpoint.base_url, exc) from exc
+        if not found:
+            raise _not_a_completion(model, self.endpoint.base_url, IndexError("no choices"))
+        return found
 
     async def aclose(self) -> None:
         """Close the HTTP connections."""
         await self._client.close()
 
 
-def _completion(response: Any, model: str, latency_s: float) -> Completion:
-    choice = response.choices[0]
+def _completion(response: Any, choice: Any, model: str, latency_s: float) -> Completion:
     message = choice.message
     calls = tuple(
         RawToolCall(name=c.function.name, arguments=c.function.arguments or "", id=c.id or "")
@@ -211,7 +242,14 @@ def _completion(response: Any, model: str, latency_s: float) -> Completion:
         output_tokens=usage.completion_tokens if usage else 0,
         token_logprobs=tuple(float(t.logprob) for t in logprobs),
         latency_s=latency_s,
+        runner_up_logprobs=tuple(_runner_up(t) for t in logprobs) if any(t.top_logprobs for t in logprobs) else (),
     )
+
+
+def _runner_up(token: Any) -> float | None:
+    """The best logprob among the alternatives to the chosen token (None: no alternative came back)."""
+    others = [float(t.logprob) for t in (token.top_logprobs or []) if t.token != token.token]
+    return max(others) if others else None
 
 
 @dataclass

@@ -20,7 +20,7 @@ class EscalationReason(StrEnum):
     CHECK_FAILED = "check_failed"
     """A domain check rejected the answer."""
     LOW_CONFIDENCE = "low_confidence"
-    """The model's own token probabilities were below the skill's floor."""
+    """The answer's confidence was below the skill's floor, or no calibrated floor vouches for it."""
     TOOL_ERROR = "tool_error"
     """A tool call was not granted, had invalid arguments, or failed when run."""
     TIMEOUT = "timeout"
@@ -80,11 +80,15 @@ class Usage(BaseModel):
 
     def add_attempt(self, attempt: Attempt, cost: float) -> None:
         """Count one model call."""
-        usage = self.tiers.setdefault(attempt.tier, TierUsage())
+        self.add_call(attempt.tier, attempt.input_tokens, attempt.output_tokens, attempt.latency_s, cost)
+
+    def add_call(self, tier: Tier, input_tokens: int, output_tokens: int, latency_s: float, cost: float) -> None:
+        """Count one model call that is not an attempt (e.g. the samples that score an answer)."""
+        usage = self.tiers.setdefault(tier, TierUsage())
         usage.calls += 1
-        usage.input_tokens += attempt.input_tokens
-        usage.output_tokens += attempt.output_tokens
-        usage.latency_s += attempt.latency_s
+        usage.input_tokens += input_tokens
+        usage.output_tokens += output_tokens
+        usage.latency_s += latency_s
         usage.cost += cost
 
     def merge(self, other: Usage) -> None:

@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from slmflow.errors import InvalidInput
 
-__all__ = ["Check", "Label", "Object", "Output", "Skill", "ToolCalls"]
+__all__ = ["DEFAULT_SIGNAL", "Check", "Label", "Object", "Output", "Signal", "Skill", "ToolCalls"]
 
 Check = Callable[[Any, Mapping[str, Any]], Iterable[str]]
 """A domain check: (answer, skill input) -> error messages; none means the answer passes."""
@@ -62,6 +62,16 @@ class ToolCalls(BaseModel):
 
 Output = Label | Object | ToolCalls
 
+Signal = Literal["auto", "joint", "mean", "mean_free", "min", "margin", "agreement"]
+"""How an SLM answer's confidence is scored (see `slmflow.verdicts.logprob_signals`):
+`joint` the product of the token probabilities; `mean` exp(mean token logprob); `mean_free` the
+same over the tokens the model chose freely (the grammar forces the rest: they read logprob 0);
+`min` the least likely token; `margin` (labels) the probability gap to the runner-up token;
+`agreement` the share of `samples` sampled answers equal to the greedy one (self-consistency).
+`auto`: the default of the output kind (`DEFAULT_SIGNAL`)."""
+
+DEFAULT_SIGNAL: dict[str, Signal] = {"label": "joint", "object": "mean", "tool_calls": "mean"}
+
 _DEFAULT_MAX_TOKENS = {"label": 16, "object": 200, "tool_calls": 160}
 
 
@@ -85,7 +95,17 @@ class Skill(BaseModel):
     checks: tuple[Check, ...] = ()
     """Domain checks run on every parsed answer, on every tier."""
     min_confidence: float = Field(default=0.0, ge=0.0, le=1.0)
-    """SLM answers less confident than this escalate (`low_confidence`)."""
+    """SLM answers less confident than this escalate (`low_confidence`). Set explicitly, it is a
+    manual override that wins over a calibrated floor."""
+    target_precision: float | None = Field(default=None, gt=0.0, lt=1.0)
+    """The share of kept SLM answers that must be right: the floor is calibrated to meet it
+    (`slmflow calibrate`); with no usable calibration every SLM answer escalates. None: `min_confidence`."""
+    confidence: Signal = "auto"
+    """Which confidence signal gates the SLM's answers (and is calibrated)."""
+    samples: int = Field(default=5, ge=2, le=32)
+    """With `confidence="agreement"`: sampled answers per greedy one (one extra request with `n`)."""
+    sample_temperature: float = Field(default=0.8, gt=0.0, le=2.0)
+    """With `confidence="agreement"`: the sampling temperature (the seed is fixed per input)."""
     slm_attempts: int = Field(default=2, ge=1)
     """SLM tries, each after the first fed the previous errors."""
     llm_attempts: int = Field(default=1, ge=0)
@@ -94,6 +114,22 @@ class Skill(BaseModel):
     """Whether a failed SLM answer goes to the LLM (when one is configured)."""
     max_tokens: int | None = Field(default=None, gt=0)
     """Cap on generated tokens; None: a default per output kind."""
+
+    @property
+    def signal(self) -> Signal:
+        """The confidence signal in use (`auto` resolved by the output kind)."""
+        return DEFAULT_SIGNAL[self.output.kind] if self.confidence == "auto" else self.confidence
+
+    @property
+    def manual_floor(self) -> float | None:
+        """`min_confidence` when set explicitly (it wins over calibration), else None."""
+        return self.min_confidence if "min_confidence" in self.model_fields_set else None
+
+    @model_validator(mode="after")
+    def _signal_fits(self) -> Skill:
+        if self.confidence == "margin" and not isinstance(self.output, Label):
+            raise ValueError("confidence='margin' is for label skills (the gap to the runner-up label)")
+        return self
 
     @property
     def token_budget(self) -> int:

@@ -54,6 +54,10 @@ class Reply:
     """Raw response body sent as is (with `status`), instead of a completion: truncated JSON, garbage."""
     close: bool = False
     """Drop the connection after the delay without sending anything."""
+    runner_up: Sequence[float | None] = ()
+    """Per token, the logprob of the best alternative (sent as `top_logprobs` when asked for)."""
+    choices: Sequence[Reply] = ()
+    """The choices of a sampling request (`n` > 1); default: this reply `n` times."""
 
 
 Script = Sequence[Reply] | Callable[[dict[str, Any]], Reply]
@@ -126,7 +130,7 @@ class ScriptedServer:
             return script[min(index, len(script) - 1)]
 
 
-def _completion_body(model: str, reply: Reply) -> dict[str, Any]:
+def _choice(index: int, reply: Reply) -> dict[str, Any]:
     calls = [
         {
             "id": f"call_{i}",
@@ -140,40 +144,44 @@ def _completion_body(model: str, reply: Reply) -> dict[str, Any]:
     ]
     words = (reply.text or "").split() or [""] * max(len(calls), 1)
     logprobs = reply.logprobs if reply.logprobs is not None else [-0.01] * len(words)
+    runner_up = list(reply.runner_up) + [None] * (len(logprobs) - len(reply.runner_up))
+    content = [
+        {"token": "t", "logprob": lp, "bytes": None,
+         "top_logprobs": [{"token": "t", "logprob": lp, "bytes": None}]
+         + ([{"token": "u", "logprob": ru, "bytes": None}] if ru is not None else [])}
+        for lp, ru in zip(logprobs, runner_up, strict=False)
+    ]  # fmt: skip
+    return {
+        "index": index,
+        "message": {"role": "assistant", "content": reply.text, "tool_calls": calls or None},
+        "logprobs": {"content": content},
+        "finish_reason": reply.finish_reason or ("tool_calls" if calls else "stop"),
+    }
+
+
+def _completion_body(model: str, reply: Reply, n: int = 1) -> dict[str, Any]:
+    replies = list(reply.choices) if reply.choices else [reply] * n
     return {
         "id": "chatcmpl-scripted",
         "object": "chat.completion",
         "created": int(time.time()),
         "model": model,
-        "choices": [
-            {
-                "index": 0,
-                "message": {
-                    "role": "assistant",
-                    "content": reply.text,
-                    "tool_calls": calls or None,
-                },
-                "logprobs": {
-                    "content": [{"token": "t", "logprob": lp, "bytes": None, "top_logprobs": []} for lp in logprobs]
-                },
-                "finish_reason": reply.finish_reason or ("tool_calls" if calls else "stop"),
-            }
-        ],
+        "choices": [_choice(i, r) for i, r in enumerate(replies)],
         "usage": {
             "prompt_tokens": reply.prompt_tokens,
-            "completion_tokens": reply.completion_tokens,
-            "total_tokens": reply.prompt_tokens + reply.completion_tokens,
+            "completion_tokens": reply.completion_tokens * len(replies),
+            "total_tokens": reply.prompt_tokens + reply.completion_tokens * len(replies),
         },
     }
 
 
-def _response(model: str, reply: Reply) -> tuple[int, dict[str, Any] | bytes]:
+def _response(model: str, reply: Reply, n: int = 1) -> tuple[int, dict[str, Any] | bytes]:
     """The status and body a reply is sent as."""
     if reply.body is not None:
         return reply.status, reply.body
     if reply.status != 200:
         return reply.status, {"error": {"message": reply.text or "scripted error"}}
-    return 200, _completion_body(model, reply)
+    return 200, _completion_body(model, reply, n)
 
 
 def _handler(server: ScriptedServer) -> type[BaseHTTPRequestHandler]:
@@ -209,7 +217,7 @@ def _handler(server: ScriptedServer) -> type[BaseHTTPRequestHandler]:
                 self.close_connection = True
                 return
             try:
-                self._send(*_response(str(body.get("model")), reply))
+                self._send(*_response(str(body.get("model")), reply, int(body.get("n") or 1)))
             except (BrokenPipeError, ConnectionResetError):
                 pass  # the client gave up (it timed out during the delay)
 

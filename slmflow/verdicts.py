@@ -22,7 +22,10 @@ from slmflow.results import EscalationReason
 from slmflow.skills import Label, Object, Skill, ToolCalls
 from slmflow.tools import ToolCall, ToolRegistry
 
-__all__ = ["Verdict", "confidence", "constraint", "judge", "review_errors"]
+__all__ = [
+    "FORCED_LOGPROB", "Verdict", "confidence", "constraint", "gate", "judge", "logprob_signals", "review_errors",
+    "scoring_fields",
+]  # fmt: skip
 
 
 @dataclass
@@ -65,21 +68,69 @@ def constraint(skill: Skill, dialect: Dialect, tools: ToolRegistry | None) -> di
         return {"response_format": _json_schema_format(skill.name, output.model.model_json_schema())}
     assert tools is not None, "a tool-calling skill runs with a tool registry"
     specs = [tools.get(name) for name in output.tools]
-    # One granted tool: name it, so that only its arguments are left to decode.
-    choice: Any = {"type": "function", "function": {"name": specs[0].name}} if len(specs) == 1 else "required"
+    # One granted tool called once: name it, so that only its arguments are left to decode. A named
+    # tool_choice forces exactly one call, so a skill that may call it several times gets `required`.
+    named = len(specs) == 1 and output.max_calls == 1
+    choice: Any = {"type": "function", "function": {"name": specs[0].name}} if named else "required"
     if output.min_calls == 0:
         choice = "auto"
     return {"tools": [s.openai_tool() for s in specs], "tool_choice": choice}
 
 
+FORCED_LOGPROB = -1e-6
+"""A token at or above this logprob was all but forced (by the grammar, or a certain model): it
+says nothing about how sure the model was, and only dilutes a mean."""
+
+
+def scoring_fields(skill: Skill) -> dict[str, Any]:
+    """Request fields an SLM call needs for the skill's signal: the runner-up tokens for `margin`."""
+    return {"top_logprobs": 5} if skill.signal == "margin" else {}
+
+
+def logprob_signals(completion: Completion) -> dict[str, float]:
+    """Every confidence signal the completion's logprobs give, each in [0, 1] (empty: no logprobs)."""
+    lps = completion.token_logprobs
+    if not lps:
+        return {}
+    free = [lp for lp in lps if lp < FORCED_LOGPROB]
+    signals = {
+        "joint": math.exp(sum(lps)),
+        "mean": math.exp(sum(lps) / len(lps)),
+        "mean_free": math.exp(sum(free) / len(free)) if free else 1.0,
+        "min": math.exp(min(lps)),
+    }
+    if completion.runner_up_logprobs:
+        gaps = [math.exp(lp) - (math.exp(ru) if ru is not None else 0.0)
+                for lp, ru in zip(lps, completion.runner_up_logprobs, strict=False)]  # fmt: skip
+        signals["margin"] = max(0.0, min(gaps))
+    return signals
+
+
 def confidence(skill: Skill, completion: Completion) -> float | None:
-    """The answer's confidence in [0, 1] from its token logprobs; None when none came back."""
-    logprobs = completion.token_logprobs
-    if not logprobs:
+    """The answer's confidence in [0, 1] by the skill's logprob signal; None when none came back
+    (and for `agreement`, which the cascade scores from samples)."""
+    if skill.signal == "agreement":
         return None
-    if isinstance(skill.output, Label):
-        return math.exp(sum(logprobs))
-    return math.exp(sum(logprobs) / len(logprobs))
+    return logprob_signals(completion).get(skill.signal)
+
+
+def gate(verdict: Verdict, conf: float | None, floor: float | None) -> Verdict:
+    """Keep a passing answer only when its confidence meets the floor.
+
+    `floor` None means no usable calibration for a precision target: nothing can vouch for the
+    answer, so it escalates (`low_confidence`) whatever its confidence.
+    """
+    verdict.confidence = conf
+    if not verdict.ok:
+        return verdict
+    if floor is None:
+        why = "no calibrated floor meets the skill's target precision yet"
+        return Verdict.reject(EscalationReason.LOW_CONFIDENCE, why, confidence=conf)
+    if floor > 0 and (conf is None or conf < floor):
+        shown = "none" if conf is None else f"{conf:.2f}"
+        why = f"confidence {shown} is below the skill's floor {floor:.2f}"
+        return Verdict.reject(EscalationReason.LOW_CONFIDENCE, why, confidence=conf)
+    return verdict
 
 
 def judge(
@@ -89,9 +140,10 @@ def judge(
     *,
     dialect: Dialect,
     tools: ToolRegistry | None,
-    gate_confidence: bool,
+    floor: float | None = 0.0,
+    gate_confidence: bool = True,
 ) -> Verdict:
-    """Parse the completion, check it, and gate it on confidence (SLM tier only)."""
+    """Parse the completion, check it, and gate it on `floor` (when `gate_confidence`: SLM tier only)."""
     conf = confidence(skill, completion)
     parsed = _parse(skill, completion, dialect, tools)
     if not parsed.ok:
@@ -100,13 +152,8 @@ def judge(
     errors = [e for check in skill.checks for e in check(parsed.answer, values)]
     if errors:
         return Verdict.reject(EscalationReason.CHECK_FAILED, *errors, confidence=conf)
-    if gate_confidence and conf is not None and conf < skill.min_confidence:
-        return Verdict.reject(
-            EscalationReason.LOW_CONFIDENCE,
-            f"confidence {conf:.2f} is below the skill's floor {skill.min_confidence:.2f}",
-            confidence=conf,
-        )
-    return Verdict(ok=True, answer=parsed.answer, confidence=conf)
+    verdict = Verdict(ok=True, answer=parsed.answer, confidence=conf)
+    return gate(verdict, conf, floor) if gate_confidence else verdict
 
 
 def _parse(skill: Skill, completion: Completion, dialect: Dialect, tools: ToolRegistry | None) -> Verdict:

@@ -13,11 +13,16 @@ import json
 import logging
 import time
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from slmflow.answers import Tier, answer_key, input_hash
-from slmflow.hooks import Route
-from slmflow.learning.store import DatasetStore, RunRecord, ShadowCall
+from slmflow.calibration import constraint_id
+from slmflow.errors import ProjectError
+from slmflow.hooks import Floor, Route
+from slmflow.learning.floors import FLOORS_FILE, read_floors_file
+from slmflow.learning.store import DatasetStore, FloorRecord, RunRecord, ShadowCall
+from slmflow.project import find_project
 from slmflow.prompts import render_messages
 from slmflow.redaction import Redactor, redact, redact_value
 from slmflow.results import SkillResult
@@ -43,14 +48,17 @@ class Learning:
         route_ttl_s: float = 5.0,
         redactor: Redactor = redact,
         follow_routes: bool = True,
+        floors_file: Path | None = None,
     ) -> None:
         self.store = store
+        self.floors_file = floors_file
         self.record = record
         self.follow_routes = follow_routes
         self.rationale = rationale and record
         self.route_ttl_s = route_ttl_s
         self.redactor = redactor
         self._routes: dict[str, tuple[float, Route]] = {}
+        self._floors: dict[tuple[str, str], tuple[float, Floor | None]] = {}
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Learning:
@@ -60,6 +68,7 @@ class Learning:
             record=settings.record,
             rationale=settings.record_rationale,
             route_ttl_s=settings.route_ttl_s,
+            floors_file=project_floors_file(settings),
         )
 
     async def route(self, skill: str) -> Route:
@@ -80,6 +89,30 @@ class Learning:
                 log.warning("cannot read the route of %s from the dataset store (%s): using the base model", skill, exc)
         self._routes[skill] = (now, route)
         return route
+
+    async def floor(self, skill: Skill, model: str) -> Floor | None:
+        """The newest calibration of `skill` on `model` under its current constraint: from the
+        dataset store, else from the project's floors file; None when there is none."""
+        key = (skill.name, model)
+        cached = self._floors.get(key)
+        now = time.monotonic()
+        if cached is not None and now - cached[0] < self.route_ttl_s:
+            return cached[1]
+        wanted = constraint_id(skill)
+        found: Floor | None = None
+        if self.store.exists():
+            try:
+                records = await asyncio.to_thread(self.store.floors, skill.name, model)
+            except Exception as exc:  # as with routes: the store failing never fails a job
+                log.warning("cannot read the floors of %s from the dataset store (%s)", skill.name, exc)
+                records = []
+            found = next((_floor(r, f"store:{r.id}") for r in records if r.constraint_id == wanted), None)
+        if found is None and self.floors_file is not None:
+            records = read_floors_file(self.floors_file)
+            mine = [r for r in records if (r.skill, r.model, r.constraint_id) == (skill.name, model, wanted)]
+            found = _floor(mine[0], f"file:{self.floors_file.name}") if mine else None
+        self._floors[key] = (now, found)
+        return found
 
     def redacted(self, value: Any) -> Any:
         """`value` with every string redacted."""
@@ -178,3 +211,15 @@ class Learning:
             await asyncio.to_thread(self.store.add_shadow_call, call)
         except Exception as exc:
             log.warning("could not record a shadow call of %s: %s", call.skill, exc)
+
+
+def _floor(record: FloorRecord, version: str) -> Floor:
+    return Floor(record.floor, record.target, record.signal, record.constraint_id, version)
+
+
+def project_floors_file(settings: Settings) -> Path | None:
+    """`floors.json` at the root of the settings' project (None when there is no project)."""
+    try:
+        return find_project(settings.project).root / FLOORS_FILE
+    except ProjectError:
+        return None

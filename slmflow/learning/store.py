@@ -23,7 +23,7 @@ from pydantic import BaseModel, Field
 from slmflow.errors import EndpointUnreachable, SettingsError
 from slmflow.redaction import mask_url
 
-__all__ = ["AdapterEvent", "DatasetStore", "Route", "RunRecord", "ShadowCall", "VersionFigures"]
+__all__ = ["AdapterEvent", "DatasetStore", "FloorRecord", "Route", "RunRecord", "ShadowCall", "VersionFigures"]
 
 Source = Literal["slm", "llm", "human"]
 
@@ -45,6 +45,11 @@ _SCHEMA = [
     """CREATE TABLE IF NOT EXISTS slmflow_adapter_events (
         id TEXT PRIMARY KEY, created_at DOUBLE PRECISION NOT NULL, skill TEXT NOT NULL, action TEXT NOT NULL,
         adapter TEXT, previous TEXT, figures TEXT NOT NULL, note TEXT NOT NULL)""",
+    """CREATE TABLE IF NOT EXISTS slmflow_floors (
+        id TEXT PRIMARY KEY, created_at DOUBLE PRECISION NOT NULL, skill TEXT NOT NULL, model TEXT NOT NULL,
+        constraint_id TEXT NOT NULL, signal TEXT NOT NULL, target DOUBLE PRECISION NOT NULL,
+        floor DOUBLE PRECISION, figures TEXT NOT NULL, data_hash TEXT NOT NULL, input_hashes TEXT NOT NULL)""",
+    "CREATE INDEX IF NOT EXISTS slmflow_floors_key ON slmflow_floors (skill, model, constraint_id, created_at)",
 ]
 
 
@@ -110,6 +115,26 @@ class AdapterEvent(BaseModel):
     previous: str | None
     figures: dict[str, Any] = Field(default_factory=dict)
     note: str = ""
+
+
+class FloorRecord(BaseModel):
+    """One calibration of a skill's floor on one SLM model or adapter, under one constraint.
+
+    `floor` None: no floor met the target (too few labels, or the model is not good enough).
+    `input_hashes` name the inputs it was calibrated on (so an eval on the same inputs is flagged).
+    """
+
+    id: str = Field(default_factory=lambda: uuid.uuid4().hex)
+    created_at: float = Field(default_factory=time.time)
+    skill: str
+    model: str
+    constraint_id: str
+    signal: str
+    target: float
+    floor: float | None
+    figures: dict[str, Any] = Field(default_factory=dict)
+    data_hash: str
+    input_hashes: list[str] = Field(default_factory=list)
 
 
 class VersionFigures(BaseModel):
@@ -322,6 +347,43 @@ class DatasetStore:
                 previous=r[5],
                 figures=json.loads(r[6]),
                 note=r[7],
+            )  # fmt: skip
+            for r in rows
+        ]
+
+    # -- floors ----------------------------------------------------------------------------------
+
+    def add_floor(self, record: FloorRecord) -> None:
+        """Keep a calibration (a new version; older ones stay for the record)."""
+        self._execute(
+            "INSERT INTO slmflow_floors (id, created_at, skill, model, constraint_id, signal, target, floor, figures,"
+            " data_hash, input_hashes) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (record.id, record.created_at, record.skill, record.model, record.constraint_id, record.signal,
+             record.target, record.floor, json.dumps(record.figures), record.data_hash,
+             json.dumps(record.input_hashes)),
+        )  # fmt: skip
+
+    def floors(self, skill: str, model: str | None = None) -> list[FloorRecord]:
+        """A skill's calibrations (on one model when given), newest first."""
+        where, params = ("skill = ?", (skill,)) if model is None else ("skill = ? AND model = ?", (skill, model))
+        rows = self._execute(
+            "SELECT id, created_at, skill, model, constraint_id, signal, target, floor, figures, data_hash,"
+            f" input_hashes FROM slmflow_floors WHERE {where} ORDER BY created_at DESC, id",
+            params,
+        )
+        return [
+            FloorRecord(
+                id=r[0],
+                created_at=r[1],
+                skill=r[2],
+                model=r[3],
+                constraint_id=r[4],
+                signal=r[5],
+                target=r[6],
+                floor=r[7],
+                figures=json.loads(r[8]),
+                data_hash=r[9],
+                input_hashes=json.loads(r[10]),
             )  # fmt: skip
             for r in rows
         ]

@@ -1,0 +1,235 @@
+"""Precision targets: the bound, the floor, the signals, self-consistency, and the floor in the cascade."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import pytest
+from langchain_core.tools import tool
+
+from slmflow import EscalationReason, Label, Skill, Tier, ToolCalls, ToolRegistry, run_skill
+from slmflow.calibration import Outcome, auroc, choose_floor, constraint_id, min_kept, precision_lower_bound
+from slmflow.hooks import Floor, serving_floor
+from slmflow.learning.floors import read_floors_file, write_floor
+from slmflow.learning.hooks import Learning
+from slmflow.learning.store import DatasetStore, FloorRecord
+from slmflow.models import Completion
+from slmflow.testing import Reply, ScriptedServer
+from slmflow.verdicts import logprob_signals
+
+LABELS = ("refund", "order_status", "other")
+TICKET = {"ticket": "Where is ORD-12345?"}
+
+
+def completion(logprobs: tuple[float, ...], runner_up: tuple[float | None, ...] = ()) -> Completion:
+    return Completion(model="m", text="x", tool_calls=(), finish_reason="stop", input_tokens=1, output_tokens=1,
+                      token_logprobs=logprobs, latency_s=0.0, runner_up_logprobs=runner_up)  # fmt: skip
+
+
+# -- the bound ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("right", "kept", "expected"), [
+    (9, 10, 0.6058), (50, 100, 0.4136), (29, 29, 0.9019), (59, 59, 0.9505), (95, 100, 0.8977), (0, 5, 0.0),
+])  # fmt: skip
+def test_lower_bound_is_the_clopper_pearson_one(right: int, kept: int, expected: float) -> None:
+    # Reference values: the Beta(right, kept - right + 1) 5% quantile (95/100 checked by the exact tail: 0.0500).
+    assert precision_lower_bound(right, kept) == pytest.approx(expected, abs=1e-4)
+
+
+def test_the_fewest_labels_that_can_meet_a_target() -> None:
+    assert (min_kept(0.9), min_kept(0.95)) == (29, 59)
+    assert precision_lower_bound(28, 28) < 0.9 <= precision_lower_bound(29, 29)
+
+
+def test_floor_is_the_lowest_whose_bound_meets_the_target() -> None:
+    # 60 right answers at high confidence, then 20 answers of which half are wrong, lower down.
+    outcomes = [Outcome(0.99 - i * 0.001, True, True) for i in range(60)]
+    outcomes += [Outcome(0.5 - i * 0.01, True, i % 2 == 0) for i in range(20)]
+    outcomes += [Outcome(0.95, False, False)] * 5  # failed checks: never kept, whatever their confidence
+    calibration = choose_floor(outcomes, 0.9)
+    assert calibration.floor is not None and calibration.chosen is not None
+    assert calibration.chosen.lower >= 0.9
+    kept = [o for o in outcomes if o.passed and o.confidence >= calibration.floor]
+    assert sum(o.right for o in kept) / len(kept) >= 0.9
+    # One step lower would break the bound (the floor is the lowest that holds).
+    lower_rows = [r for r in calibration.rows if r.floor < calibration.floor]
+    assert all(r.lower < 0.9 for r in lower_rows)
+    assert calibration.chosen.coverage == pytest.approx(len(kept) / len(outcomes))
+
+
+def test_too_few_labels_means_no_floor_and_says_so() -> None:
+    calibration = choose_floor([Outcome(0.99, True, True)] * 20, 0.9)
+    assert calibration.floor is None
+    assert "too few labels" in calibration.reason and "at least 29" in calibration.reason
+
+
+def test_a_model_that_is_not_good_enough_gets_no_floor() -> None:
+    outcomes = [Outcome(0.9, True, i % 3 != 0) for i in range(300)]
+    calibration = choose_floor(outcomes, 0.9)
+    assert calibration.floor is None and "no floor meets 90%" in calibration.reason
+
+
+def test_auroc_counts_pairs() -> None:
+    assert auroc([Outcome(0.9, True, True), Outcome(0.1, True, False)]) == 1.0
+    assert auroc([Outcome(0.1, True, True), Outcome(0.9, True, False)]) == 0.0
+    assert auroc([Outcome(0.5, True, True), Outcome(0.5, True, False)]) == 0.5
+    assert auroc([Outcome(0.5, True, True)]) is None
+
+
+# -- the signals -------------------------------------------------------------------------------------
+
+
+def test_forced_tokens_do_not_dilute_the_free_mean() -> None:
+    # Two grammar-forced tokens (logprob 0) and two the model chose.
+    signals = logprob_signals(completion((0.0, -0.7, 0.0, -0.1)))
+    assert signals["mean"] == pytest.approx(math.exp(-0.8 / 4))
+    assert signals["mean_free"] == pytest.approx(math.exp(-0.8 / 2))
+    assert signals["min"] == pytest.approx(math.exp(-0.7))
+    assert signals["joint"] == pytest.approx(math.exp(-0.8))
+    assert "margin" not in signals
+    assert logprob_signals(completion((0.0, 0.0)))["mean_free"] == 1.0
+
+
+def test_margin_is_the_smallest_gap_to_a_runner_up() -> None:
+    signals = logprob_signals(completion((math.log(0.6), 0.0), (math.log(0.3), None)))
+    assert signals["margin"] == pytest.approx(0.3)
+
+
+def test_margin_is_only_for_labels() -> None:
+    with pytest.raises(ValueError, match="for label skills"):
+        Skill(name="x", instructions="x", prompt="{t}", output=ToolCalls(tools=("a",)), confidence="margin")
+
+
+# -- the floor that serves ---------------------------------------------------------------------------
+
+
+skill = Skill(name="classify", instructions="Classify.", prompt="{ticket}", output=Label(labels=LABELS))
+targeted = skill.model_copy(update={"target_precision": 0.9})
+
+
+def test_serving_floor_rules() -> None:
+    cid = constraint_id(targeted)
+    calibrated = Floor(0.8, 0.9, "joint", cid)
+    assert serving_floor(skill, None, cid) == 0.0  # no target: today's behaviour
+    assert serving_floor(targeted, None, cid) is None  # a target and no calibration: escalate
+    assert serving_floor(targeted, calibrated, cid) == 0.8
+    assert serving_floor(targeted, Floor(None, 0.9, "joint", cid), cid) is None
+    assert serving_floor(targeted, Floor(0.8, 0.8, "joint", cid), cid) is None  # calibrated for less
+    assert serving_floor(targeted, calibrated, "another") is None  # the constraint changed
+    manual = Skill(name="classify", instructions="Classify.", prompt="{ticket}", output=Label(labels=LABELS),
+                   target_precision=0.9, min_confidence=0.3)  # fmt: skip
+    assert serving_floor(manual, calibrated, cid) == 0.3  # set explicitly, it wins
+
+
+def test_a_new_label_voids_the_calibration() -> None:
+    other = targeted.model_copy(update={"output": Label(labels=(*LABELS, "cancel"))})
+    assert constraint_id(other) != constraint_id(targeted)
+    assert constraint_id(targeted.model_copy(update={"confidence": "margin"})) != constraint_id(targeted)
+
+
+@pytest.fixture
+def server() -> Any:
+    with ScriptedServer({}) as server:
+        yield server
+
+
+async def run(server: ScriptedServer, skill: Skill, slm: list[Reply], learning: Any = None,
+              tools: ToolRegistry | None = None) -> Any:  # fmt: skip
+    server.scripts["slm"] = slm
+    endpoints = server.endpoints("slm")
+    endpoints.learning = learning
+    try:
+        return await run_skill(skill, TICKET, endpoints, tools=tools)
+    finally:
+        await endpoints.aclose()
+
+
+async def test_a_target_with_no_calibration_escalates_even_a_sure_answer(server: ScriptedServer) -> None:
+    result = await run(server, targeted, [Reply(text="order_status", logprobs=[-0.001])])
+    assert result.status == "needs_review"
+    assert result.attempts[0].reason == EscalationReason.LOW_CONFIDENCE
+    assert "no calibrated floor" in result.attempts[0].errors[0]
+
+
+async def test_the_calibrated_floor_gates_the_slm(server: ScriptedServer, tmp_path: Path) -> None:
+    store = DatasetStore(f"sqlite:///{tmp_path / 'd.db'}")
+    store.add_floor(FloorRecord(skill="classify", model="slm", constraint_id=constraint_id(targeted), signal="joint",
+                                target=0.9, floor=0.8, data_hash="abc"))  # fmt: skip
+    learning = Learning(store, route_ttl_s=0)
+    sure = await run(server, targeted, [Reply(text="order_status", logprobs=[-0.05])], learning)
+    assert (sure.status, sure.tier) == ("ok", Tier.SLM)
+    unsure = await run(server, targeted, [Reply(text="order_status", logprobs=[-0.5])], learning)
+    assert unsure.attempts[0].reason == EscalationReason.LOW_CONFIDENCE
+    assert "below the skill's floor 0.80" in unsure.attempts[0].errors[0]
+
+
+async def test_the_projects_floors_file_serves_when_the_store_has_none(server: ScriptedServer, tmp_path: Path) -> None:
+    floors = tmp_path / "floors.json"
+    write_floor(floors, FloorRecord(skill="classify", model="slm", constraint_id=constraint_id(targeted),
+                                    signal="joint", target=0.9, floor=0.8, data_hash="abc",
+                                    input_hashes=["h1"]))  # fmt: skip
+    assert [r.floor for r in read_floors_file(floors)] == [0.8]
+    assert read_floors_file(floors)[0].input_hashes == []  # the file keeps the data hash, not every input's
+    learning = Learning(DatasetStore(f"sqlite:///{tmp_path / 'none.db'}"), route_ttl_s=0, floors_file=floors)
+    sure = await run(server, targeted, [Reply(text="order_status", logprobs=[-0.05])], learning)
+    assert sure.ok and sure.tier == Tier.SLM
+
+
+# -- self-consistency --------------------------------------------------------------------------------
+
+
+sampled = Skill(name="classify", instructions="Classify.", prompt="{ticket}", output=Label(labels=LABELS),
+                confidence="agreement", samples=5, min_confidence=0.7)  # fmt: skip
+
+
+async def test_agreement_scores_the_greedy_answer_by_its_samples(server: ScriptedServer) -> None:
+    samples = Reply(choices=[Reply(text="order_status")] * 4 + [Reply(text="refund")])
+    result = await run(server, sampled, [Reply(text="order_status"), samples])
+    assert result.ok and result.confidence == pytest.approx(0.8)
+    greedy, sampling = server.requests_for("slm")
+    assert greedy["temperature"] == 0 and "n" not in greedy
+    assert (sampling["n"], sampling["temperature"]) == (5, 0.8) and isinstance(sampling["seed"], int)
+    assert result.usage.tiers[Tier.SLM].calls == 2  # the samples are counted and costed
+
+
+async def test_low_agreement_escalates(server: ScriptedServer) -> None:
+    samples = Reply(choices=[Reply(text="order_status")] * 2 + [Reply(text="refund")] * 3)
+    result = await run(server, sampled, [Reply(text="order_status"), samples])
+    assert result.status == "needs_review"
+    assert result.attempts[0].reason == EscalationReason.LOW_CONFIDENCE
+    assert result.attempts[0].confidence == pytest.approx(0.4)
+
+
+async def test_the_margin_signal_asks_for_runner_ups(server: ScriptedServer) -> None:
+    margin = Skill(name="classify", instructions="Classify.", prompt="{ticket}", output=Label(labels=LABELS),
+                   confidence="margin", min_confidence=0.5)  # fmt: skip
+    result = await run(server, margin, [Reply(text="refund", logprobs=[math.log(0.55)],
+                                              runner_up=[math.log(0.4)])])  # fmt: skip
+    assert server.requests_for("slm")[0]["top_logprobs"] == 5
+    assert result.attempts[0].reason == EscalationReason.LOW_CONFIDENCE
+    assert result.attempts[0].confidence == pytest.approx(0.15)
+
+
+# -- several calls of one tool -----------------------------------------------------------------------
+
+
+@tool
+def lookup_order(order_id: str) -> dict[str, Any]:
+    """Look up an order by id."""
+    return {"order_id": order_id, "status": "shipped"}
+
+
+async def test_several_calls_of_one_tool_are_not_forced_to_one(server: ScriptedServer) -> None:
+    tools = ToolRegistry.of([lookup_order])
+    many = Skill(name="lookup", instructions="Look up every order.", prompt="{ticket}",
+                 output=ToolCalls(tools=("lookup_order",), max_calls=3))  # fmt: skip
+    calls = [("lookup_order", {"order_id": "ORD-1"}), ("lookup_order", {"order_id": "ORD-2"})]
+    result = await run(server, many, [Reply(tool_calls=calls)], tools=tools)
+    assert server.requests_for("slm")[0]["tool_choice"] == "required"
+    assert [c["arguments"]["order_id"] for c in result.answer] == ["ORD-1", "ORD-2"]
+    one = many.model_copy(update={"output": ToolCalls(tools=("lookup_order",))})
+    await run(server, one, [Reply(tool_calls=calls[:1])], tools=tools)
+    assert server.requests_for("slm")[-1]["tool_choice"] == {"type": "function", "function": {"name": "lookup_order"}}
