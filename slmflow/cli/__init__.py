@@ -10,7 +10,7 @@ import sys
 import typer
 from rich.text import Text
 
-from slmflow.cli import distill, evaluate, fleet, graphs, jobs, models, run, trace
+from slmflow.cli import calibrate, distill, evaluate, fleet, graphs, jobs, models, run, trace
 from slmflow.cli.output import err_console
 from slmflow.errors import JobNotFound, SlmflowError, UsageError
 
@@ -37,6 +37,7 @@ app.command("review")(jobs.review)
 app.command("trace")(trace.trace)
 app.add_typer(distill.app, name="distill")
 app.command("eval")(evaluate.evaluate_command)
+app.command("calibrate")(calibrate.calibrate_command)
 
 
 def main() -> None:

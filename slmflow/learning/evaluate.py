@@ -35,7 +35,7 @@ from slmflow.learning.hooks import Learning
 from slmflow.models import Endpoints
 from slmflow.skills import Skill
 
-__all__ = ["Case", "CaseResult", "ModelReport", "evaluate", "plot_reports", "read_cases"]
+__all__ = ["Case", "CaseResult", "ModelReport", "evaluate", "matches", "plot_reports", "read_cases"]
 
 
 class Case(BaseModel):
@@ -119,9 +119,10 @@ def read_cases(path: Path, slice_field: str | None = None) -> list[Case]:
     return cases
 
 
-def _matches(expected: Any, actual: Any) -> bool:
+def matches(expected: Any, actual: Any) -> bool:
+    """Whether an answer is the expected one (objects: every expected field; numbers within 1e-6)."""
     if isinstance(expected, dict) and isinstance(actual, dict):
-        return all(k in actual and _matches(v, actual[k]) for k, v in expected.items())
+        return all(k in actual and matches(v, actual[k]) for k, v in expected.items())
     if isinstance(expected, float | int) and isinstance(actual, float | int):
         return abs(float(expected) - float(actual)) < 1e-6
     if isinstance(expected, list) and isinstance(actual, list):
@@ -145,8 +146,8 @@ async def _skill_case(skill: Skill, case: Case, endpoints: Endpoints, spec: Grap
     escalated = result.tier is not Tier.SLM
     cost = usage.cost + (usage.all_llm_cost if escalated and Tier.LLM not in usage.tiers else 0.0)
     return CaseResult(
-        correct=result.ok and _matches(case.expected, result.answer),
-        slm_correct=_matches(case.expected, _slm_answer(result)),
+        correct=result.ok and matches(case.expected, result.answer),
+        slm_correct=matches(case.expected, _slm_answer(result)),
         escalated=escalated,
         reasons=[str(e.reason) for e in result.escalations if e.from_tier is Tier.SLM],
         calls={str(t): u.calls for t, u in usage.tiers.items()},
@@ -169,7 +170,7 @@ async def _graph_case(spec: GraphSpec, case: Case, endpoints: Endpoints) -> Case
     projected = 0.0
     if escalated and not usage.calls.get("llm"):
         projected = usage.cost.get("all_llm", 0.0) / max(1, len(spec.skills)) * len(usage.escalations)
-    right = job.status == JobStatus.SUCCEEDED and _matches(case.expected, job.output or {})
+    right = job.status == JobStatus.SUCCEEDED and matches(case.expected, job.output or {})
     return CaseResult(
         correct=right,
         slm_correct=right and not escalated,

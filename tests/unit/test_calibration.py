@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 from typing import Any
@@ -233,3 +234,46 @@ async def test_several_calls_of_one_tool_are_not_forced_to_one(server: ScriptedS
     one = many.model_copy(update={"output": ToolCalls(tools=("lookup_order",))})
     await run(server, one, [Reply(tool_calls=calls[:1])], tools=tools)
     assert server.requests_for("slm")[-1]["tool_choice"] == {"type": "function", "function": {"name": "lookup_order"}}
+
+
+# -- slmflow calibrate -------------------------------------------------------------------------------
+
+
+def test_calibrate_finds_the_floor_and_stores_it(tmp_path: Path) -> None:
+    from tests.unit.test_cli import slmflow
+
+    # 60 tickets answered right and sure, 30 answered wrong and unsure: a floor between them holds 90%.
+    cases = [{"input": {"ticket": f"ticket {i}"}, "expected": "refund_request"} for i in range(90)]
+    data = tmp_path / "calibration.jsonl"
+    data.write_text("".join(json.dumps(c) + "\n" for c in cases))
+
+    def reply(body: dict[str, Any]) -> Reply:
+        number = int(body["messages"][1]["content"].split()[1])
+        if number < 60:
+            return Reply(text="refund_request", logprobs=[-0.01 - number * 0.001])
+        return Reply(text="return_request", logprobs=[-1.5 - number * 0.01])
+
+    store = tmp_path / "d.db"
+    with ScriptedServer({"base": reply}) as server:
+        done = slmflow("calibrate", "classify_intent", "--data", str(data), "--target", "0.9", "--json",
+                       SLMFLOW_SLM_BASE_URL=server.base_url, SLMFLOW_SLM_MODEL="base",
+                       SLMFLOW_DATASET_URL=f"sqlite:///{store}")  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    # The lowest floor whose bound holds keeps all 60 right answers and the 2 surest wrong ones:
+    # 60/62 has a 95% lower bound of 90.2%, 60/63 would not.
+    assert result["floor"] == pytest.approx(math.exp(-1.5 - 61 * 0.01))
+    figures = result["figures"]
+    assert (figures["kept"], figures["coverage"]) == (62, pytest.approx(62 / 90))
+    assert figures["precision"] == pytest.approx(60 / 62) and figures["precision_lower"] >= 0.9
+    assert figures["auroc"] == 1.0
+    (kept,) = DatasetStore(f"sqlite:///{store}").floors("classify_intent", "base")
+    assert kept.id == result["version"] and kept.floor == result["floor"] and len(kept.input_hashes) == 90
+
+
+def test_calibrate_without_a_target_says_how_to_give_one(tmp_path: Path) -> None:
+    from tests.unit.test_cli import assert_user_error, slmflow
+
+    data = tmp_path / "c.jsonl"
+    data.write_text(json.dumps({"input": {"ticket": "x"}, "expected": "other"}) + "\n")
+    assert_user_error(slmflow("calibrate", "classify_intent", "--data", str(data)), "no target_precision", "--target")
