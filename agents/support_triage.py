@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -10,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from agents.intents import INTENTS
 from slmflow import Label, Object, Skill, ToolCalls
+from slmflow.verifiers import grounded
 from tools.shop import ORDER_ID_PATTERN
 
 __all__ = ["Reply", "TicketFields", "classify", "draft_reply", "extract", "lookup", "resolve"]
@@ -35,23 +37,53 @@ class Reply(BaseModel):
     reply: str = Field(max_length=240)
 
 
-def _amount_strings(amount: float) -> set[str]:
-    return {
-        f"{amount:.2f}",
-        f"{amount:g}",
-        f"{amount:.0f}" if amount == int(amount) else f"{amount:.2f}",
-    }
+fields_occur_in_ticket = grounded(source="ticket")
+"""Every extracted value must be quoted in the ticket (numbers however written): an invented one is
+worse than none."""
 
 
-def fields_occur_in_ticket(fields: TicketFields, values: Mapping[str, Any]) -> Iterable[str]:
-    """Every extracted value must be quoted in the ticket: an invented one is worse than none."""
+def fields_not_missed(fields: TicketFields, values: Mapping[str, Any]) -> Iterable[str]:
+    """A value the ticket plainly states (an order id, an email) is not left out as null."""
     text = values["ticket"]
-    if fields.order_id and fields.order_id not in text:
-        yield f"order_id {fields.order_id!r} does not occur in the ticket; use null if there is none"
-    if fields.email and fields.email not in text:
-        yield f"email {fields.email!r} does not occur in the ticket; use null if there is none"
-    if fields.amount is not None and not any(s in text for s in _amount_strings(fields.amount)):
-        yield f"amount {fields.amount} does not occur in the ticket; use null if there is none"
+    if fields.order_id is None and (quoted := ORDER_ID.findall(text)):
+        yield f"the ticket quotes the order id {quoted[0]}: copy it into order_id"
+    if fields.email is None and (emails := EMAIL.findall(text)):
+        yield f"the ticket quotes the email {emails[0].rstrip('.')}: copy it into email"
+
+
+# Phrases by which a reply refuses, or promises, money back. Negated promises ("not eligible for a
+# refund") are refusals: the promise patterns require no negation just before them.
+_REFUSES = re.compile(
+    r"\b(unable to|cannot|can't|can ?not|won't be able|are not able|not eligible|isn't eligible|is not eligible|"
+    r"unfortunately|regret(?:tably)?|denied|declined?|outside (?:of )?(?:the|our) .{0,20}window)\b",
+    re.IGNORECASE,
+)
+_PROMISES = re.compile(
+    r"(?<!not )(?<!n't )\b(refund (?:has|will|is being)|will (?:be )?refund|(?:have|has) (?:been )?refunded|"
+    r"you will receive|(?:is|are) eligible for a refund|approved)\b",
+    re.IGNORECASE,
+)
+_ENDS = re.compile(r"""[.!?)"'\u2019\u201d]\s*$|[\U0001F300-\U0001FAFF]\s*$""")
+
+
+def reply_agrees_with_resolution(reply: Reply, values: Mapping[str, Any]) -> Iterable[str]:
+    """The reply says what the resolution found: an eligible refund is not refused, an ineligible
+    one is not promised; and it does not stop mid-sentence."""
+    text = reply.reply.strip()
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    signed_off = len(lines) > 1 and lines[-2].endswith(",") and len(lines[-1].split()) <= 4
+    if text and not (_ENDS.search(text) or signed_off):
+        yield "the reply stops mid-sentence: end it with a full sentence"
+    resolution = json.loads(values.get("resolution") or "null") or {}
+    if resolution.get("tool") != "check_refund_eligibility":
+        return
+    result = resolution.get("result") or {}
+    if result.get("eligible") is True and _REFUSES.search(text):
+        yield (f"the order is eligible for a refund ({result.get('reason')}): the reply must not refuse it; "
+               "say the refund is being processed")  # fmt: skip
+    if result.get("eligible") is False and _PROMISES.search(text):
+        yield (f"the order is not eligible for a refund ({result.get('reason')}): the reply must not promise "
+               "one; explain why and what the customer can do")  # fmt: skip
 
 
 def calls_use_ticket_order(calls: list[Any], values: Mapping[str, Any]) -> Iterable[str]:
@@ -105,7 +137,7 @@ extract = Skill(
     ),
     prompt="{ticket}",
     output=Object(model=TicketFields),
-    checks=(fields_occur_in_ticket,),
+    checks=(fields_occur_in_ticket, fields_not_missed),
 )
 
 lookup = Skill(
@@ -142,6 +174,6 @@ draft_reply = Skill(
         "Write the reply to this customer."
     ),
     output=Object(model=Reply),
-    checks=(reply_is_safe,),
+    checks=(reply_is_safe, reply_agrees_with_resolution),
     max_tokens=128,
 )
