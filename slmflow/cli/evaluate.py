@@ -11,12 +11,13 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from slmflow.answers import input_hash
 from slmflow.cli.output import console, err_console, print_json
 from slmflow.connect import open_endpoints
 from slmflow.errors import UnknownGraph, UnknownSkill
 from slmflow.graphs import GraphSpec
 from slmflow.learning.evaluate import Case, ModelReport, evaluate, plot_reports, read_cases
-from slmflow.learning.hooks import Learning
+from slmflow.learning.hooks import Learning, project_floors_file
 from slmflow.learning.store import DatasetStore
 from slmflow.project import find_project
 from slmflow.settings import Settings, load_settings
@@ -56,6 +57,8 @@ def evaluate_command(
     settings = load_settings()
     subject, spec = _target(settings, target)
     cases = read_cases(data, slice_field)
+    if isinstance(subject, Skill):
+        _warn_overlap(settings, subject, cases)
     models: list[str | None] = list(model) if model else [None]
     reports = asyncio.run(_run(settings, subject, spec, cases, models, slice_field, concurrency, record))
     if plot:
@@ -74,10 +77,9 @@ async def _run(
     slice_field: str | None, concurrency: int, record: bool,
 ) -> list[ModelReport]:  # fmt: skip
     reports = []
-    recorder = None
-    if record:
-        recorder = Learning(DatasetStore(settings.dataset_store_url), record=True,
-                            rationale=settings.record_rationale, follow_routes=False)  # fmt: skip
+    hooks = Learning(DatasetStore(settings.dataset_store_url), record=record, rationale=settings.record_rationale,
+                     follow_routes=False, floors_file=project_floors_file(settings))  # fmt: skip
+    recorder = hooks if record else None
     async with open_endpoints(settings, models=[m for m in models if m],
                               progress=lambda m: err_console.print(f"[dim]{m}[/]")) as endpoints:  # fmt: skip
         default = endpoints.slm.endpoint.default_model
@@ -91,7 +93,7 @@ async def _run(
 
                 reports.append(await evaluate(
                     subject, spec, cases, endpoints, model=model, slice_field=slice_field, concurrency=concurrency,
-                    progress=advance, record=recorder,
+                    progress=advance, record=recorder, hooks=hooks,
                 ))  # fmt: skip
     return reports
 
@@ -101,6 +103,9 @@ def _table(reports: list[ModelReport], slice_field: str | None) -> None:
     rows: list[tuple[str, Callable[[ModelReport], str]]] = [
         ("accuracy", lambda r: f"{r.accuracy:.1%}"),
         ("SLM alone right", lambda r: f"{r.slm_accuracy:.1%}"),
+        ("kept SLM answers right (precision)", lambda r: "-" if r.precision is None else f"{r.precision:.1%}"),
+        ("SLM answers kept (coverage)", lambda r: f"{r.coverage:.1%}"),
+        ("kept SLM answers wrong", lambda r: str(r.accepted_wrong)),
         ("escalation rate", lambda r: f"{r.escalation_rate:.1%}"),
         ("escalation reasons", lambda r: ", ".join(f"{k} {v}" for k, v in r.reasons.items()) or "-"),
         ("calls", lambda r: ", ".join(f"{k} {v}" for k, v in sorted(r.calls.items()))),
@@ -120,3 +125,18 @@ def _table(reports: list[ModelReport], slice_field: str | None) -> None:
                 cells.append(f"{s.accuracy:.1%} right, {s.escalation_rate:.1%} escalated ({s.cases})" if s else "-")
             table.add_row(f"{slice_field}={value}", *cells)
     console.print(table)
+
+
+def _warn_overlap(settings: Settings, skill: Skill, cases: list[Case]) -> None:
+    """Say so when these cases calibrated the skill's floor: its precision here is optimistic."""
+    store = DatasetStore(settings.dataset_store_url)
+    if not store.exists():
+        return
+    mine = {input_hash(c.input) for c in cases}
+    for record in store.floors(skill.name)[:5]:
+        overlap = len(mine & set(record.input_hashes))
+        if overlap:
+            err_console.print(f"[yellow]warning:[/] {overlap} of these {len(cases)} cases calibrated the floor of "
+                              f"{skill.name} on {record.model} (calibration {record.id}): precision measured on "
+                              "them is optimistic; evaluate on held-out data")  # fmt: skip
+            return

@@ -79,6 +79,12 @@ class ModelReport(BaseModel):
     """Cases whose kept answer (any tier) was right; an escalation nobody answered is wrong."""
     slm_accuracy: float
     """Cases the SLM answered right on its own (kept or not)."""
+    precision: float | None = None
+    """Of the SLM answers the cascade kept (no escalation), the share that were right; None: none kept."""
+    coverage: float = 0.0
+    """Cases whose SLM answer was kept."""
+    accepted_wrong: int = 0
+    """Kept SLM answers that were wrong: what a precision target is there to bound."""
     escalation_rate: float
     reasons: dict[str, int]
     calls: dict[str, int]
@@ -214,7 +220,12 @@ def _report(target: str, model: str, results: list[CaseResult], slice_field: str
             for value, group in sorted(groups.items())
         }
     latencies = [r.latency_s for r in results]
+    kept = [r for r in results if not r.escalated]
+    kept_right = sum(r.correct for r in kept)
     return ModelReport(
+        precision=kept_right / len(kept) if kept else None,
+        coverage=len(kept) / n,
+        accepted_wrong=len(kept) - kept_right,
         target=target,
         model=model,
         cases=n,
@@ -243,12 +254,19 @@ async def evaluate(
     concurrency: int = 4,
     progress: Callable[[int], None] | None = None,
     record: Learning | None = None,
+    hooks: Learning | None = None,
 ) -> ModelReport:
-    """Run every case on `model` (None: the endpoint's default) and sum up how it did."""
-    if record is not None:
-        record = Learning(record.store, record=True, rationale=record.rationale, follow_routes=False,
-                          redactor=record.redactor)  # fmt: skip
-    endpoints = replace(endpoints, learning=record, _owned=[])  # the model given, never a route
+    """Run every case on `model` (None: the endpoint's default) and sum up how it did.
+
+    `hooks` give the calibrated floors (a skill with a target precision runs at its floor, as in
+    production); `record` also keeps every run. Neither ever follows an adapter route.
+    """
+    source = record or hooks
+    learning = None
+    if source is not None:
+        learning = Learning(source.store, record=record is not None, rationale=source.rationale, follow_routes=False,
+                            redactor=source.redactor, floors_file=source.floors_file)  # fmt: skip
+    endpoints = replace(endpoints, learning=learning, _owned=[])  # the model given, never a route
     name = model or endpoints.slm.endpoint.default_model
     if model is not None:
         endpoints = replace(endpoints, slm=endpoints.slm.with_default_model(model))

@@ -31,7 +31,7 @@ from slmflow.skills import Skill
 from slmflow.tools import ToolRegistry
 from slmflow.verdicts import constraint
 
-__all__ = ["Learning"]
+__all__ = ["Learning", "project_floors_file"]
 
 log = logging.getLogger("slmflow.learning")
 

@@ -277,3 +277,33 @@ def test_calibrate_without_a_target_says_how_to_give_one(tmp_path: Path) -> None
     data = tmp_path / "c.jsonl"
     data.write_text(json.dumps({"input": {"ticket": "x"}, "expected": "other"}) + "\n")
     assert_user_error(slmflow("calibrate", "classify_intent", "--data", str(data)), "no target_precision", "--target")
+
+
+async def test_eval_runs_at_the_calibrated_floor_and_reports_precision_and_coverage(
+    server: ScriptedServer, tmp_path: Path
+) -> None:
+    from slmflow.graphs import GraphSpec
+    from slmflow.learning.evaluate import Case, evaluate
+
+    store = DatasetStore(f"sqlite:///{tmp_path / 'd.db'}")
+    store.add_floor(FloorRecord(skill="classify", model="slm", constraint_id=constraint_id(targeted), signal="joint",
+                                target=0.9, floor=0.8, data_hash="abc"))  # fmt: skip
+
+    def reply(body: dict[str, Any]) -> Reply:
+        sure = "confident" in body["messages"][1]["content"]
+        return Reply(text="order_status" if sure else "refund", logprobs=[-0.01 if sure else -1.0])
+
+    server.scripts["slm"] = reply
+    cases = [
+        Case(input={"ticket": f"{'confident' if i < 6 else 'doubtful'} {i}"}, expected="order_status") for i in range(8)
+    ]
+    spec = GraphSpec(name="g", builder=None, input=None, output=None, tools=ToolRegistry.of([]),  # type: ignore[arg-type]
+                     skills=(targeted,))  # fmt: skip
+    endpoints = server.endpoints("slm")
+    try:
+        report = await evaluate(targeted, spec, cases, endpoints, hooks=Learning(store, route_ttl_s=0))
+        bare = await evaluate(targeted.model_copy(update={"target_precision": None}), spec, cases, endpoints)
+    finally:
+        await endpoints.aclose()
+    assert (report.precision, report.coverage, report.accepted_wrong) == (1.0, 0.75, 0)
+    assert (bare.precision, bare.coverage, bare.accepted_wrong) == (0.75, 1.0, 2)
