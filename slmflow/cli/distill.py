@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
+from slmflow.calibration import constraint_id
 from slmflow.cli.output import console, err_console, print_json
 from slmflow.errors import InvalidInput
+from slmflow.hooks import serving_floor
 from slmflow.learning import adapters as adapter_ops
 from slmflow.learning.export import export_records
+from slmflow.learning.hooks import Learning, project_floors_file
 from slmflow.learning.store import DatasetStore
 from slmflow.learning.train import TrainConfig, read_dataset, train_adapter
 from slmflow.local_server import model_dir, prepare
@@ -188,15 +192,18 @@ def status(
     figures = adapter_ops.shadow_figures(store, skill, _base_model(settings, spec_skill)) if route.candidate else None
     versions = store.version_figures(skill)
     events = store.events(skill)
+    served = route.current or _base_model(settings, spec_skill)
+    floor = _floor(settings, store, spec_skill, served)
     if json_output:
         print_json({
-            "route": route.model_dump(), "shadow": figures.model_dump() if figures else None,
+            "route": route.model_dump(), "shadow": figures.model_dump() if figures else None, "floor": floor,
             "versions": [{**v.model_dump(), "escalation_rate": v.escalation_rate} for v in versions],
             "events": [e.model_dump() for e in events],
         })  # fmt: skip
         return
     shadowing = f", candidate {route.candidate} on {route.shadow_rate:.0%} of calls" if route.candidate else ""
-    console.print(f"{skill}: serving {route.current or _base_model(settings, spec_skill)}{shadowing}")
+    console.print(f"{skill}: serving {served}{shadowing}")
+    console.print(f"floor: {floor['shown']}")
     if figures:
         console.print(
             f"shadow: {figures.calls} calls, agreement {figures.agreement:.2f}, pass rate "
@@ -210,3 +217,25 @@ def status(
         console.print(
             f"[dim]{event.action}[/] {event.adapter or 'base'} (from {event.previous or 'base'}) {event.note}"
         )
+
+
+def _floor(settings: Settings, store: DatasetStore, skill: Skill, model: str) -> dict[str, Any]:
+    """The confidence floor the skill's SLM answers must meet on `model`, and where it comes from."""
+    learning = Learning(store, follow_routes=False, floors_file=project_floors_file(settings))
+    calibrated = asyncio.run(learning.floor(skill, model)) if skill.target_precision is not None else None
+    value = serving_floor(skill, calibrated, constraint_id(skill))
+    if skill.manual_floor is not None:
+        shown = f"{value:.3f} (min_confidence set by hand; it wins over calibration)"
+    elif skill.target_precision is None:
+        shown = f"{value:.3f} (min_confidence; no target_precision)"
+    elif value is None:
+        why = "no calibration on this model and constraint" if calibrated is None else "the calibration found none"
+        shown = (f"none for target {skill.target_precision:.0%} ({why}): every SLM answer escalates; run "
+                 f"`slmflow calibrate {skill.name} --data FILE`")  # fmt: skip
+    else:
+        assert calibrated is not None
+        shown = (
+            f"{value:.4f} on {skill.signal} confidence for target {skill.target_precision:.0%} ({calibrated.version})"
+        )
+    return {"value": value, "signal": skill.signal, "target": skill.target_precision,
+            "version": calibrated.version if calibrated else None, "shown": shown}  # fmt: skip
