@@ -141,7 +141,32 @@ class _Cascade:
                                           candidate, self.result)  # fmt: skip
         if learning.record:
             await self._keep(learning)
+        llm = self.run_.endpoints.llm
+        if result.ok and result.tier is Tier.SLM and llm is not None and random.random() < learning.audit_rate:
+            self.run_.endpoints.spawn(self._audit(learning, llm))  # off the job's path
         return result
+
+    async def _audit(self, learning: CascadeHooks, llm: ModelClient) -> None:
+        """The LLM answers the same input; does it agree with the kept SLM answer? Its tool calls are
+        judged, never run. Kept with the skill and model: online precision, and the alarm."""
+        kept = self.result
+        request = constraint(self.skill, llm.endpoint.dialect, self.run_.tools)
+        agree: bool | None = None
+        answer: Any = None
+        with telemetry.chat_span(llm.endpoint.default_model, Tier.LLM, 0) as span:
+            span.set_attribute("slmflow.audit", True)
+            try:
+                completion = await llm.chat(self.base_messages, max_tokens=self.skill.token_budget, request=request)
+            except ModelError as exc:
+                log.warning("audit of %s: the LLM failed (%s)", self.skill.name, exc)
+            else:
+                verdict = judge(self.skill, completion, self.values, dialect=llm.endpoint.dialect,
+                                tools=self.run_.tools, gate_confidence=False)  # fmt: skip
+                if verdict.ok:
+                    answer = _jsonable(verdict.answer)
+                    agree = answer_key(answer) == answer_key(kept.answer)
+            span.set_attribute("slmflow.audit_agree", str(agree))
+        await learning.keep_audit(self.skill, self.slm_name(), self.values, kept.confidence, agree, answer)
 
     async def _climb(self) -> SkillResult:
         self.result.usage.all_llm_cost = 0.0

@@ -53,6 +53,16 @@ class CascadeHooks(Protocol):
         """Ask the LLM for a one-sentence rationale of each answer it gives (while recording)."""
         ...
 
+    @property
+    def audit_rate(self) -> float:
+        """Share of kept SLM answers the LLM also answers, off the job's path (0: no audits)."""
+        ...
+
+    async def keep_audit(self, skill: Skill, model: str, values: Mapping[str, Any], confidence: float | None,
+                         agree: bool | None, llm_answer: Any) -> None:  # fmt: skip
+        """Keep one audit and raise the alarm when precision is seen falling; never raises."""
+        ...
+
     async def route(self, skill: str) -> Route:
         """The skill's route; never raises (an unreadable store means the base model)."""
         ...

@@ -5,7 +5,9 @@ Foreign errors (openai, httpx) are mapped to slmflow's here and nowhere else (`m
 
 from __future__ import annotations
 
+import asyncio
 import time
+from collections.abc import Coroutine
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
@@ -40,6 +42,9 @@ __all__ = [
     "map_openai_error",
 ]
 
+
+BACKGROUND_DRAIN_S = 30.0
+"""How long closing the endpoints waits for background work (audits) before cancelling it."""
 
 Dialect = Literal["vllm", "openai"]
 """How to ask for constrained output: vLLM's `structured_outputs`, or plain OpenAI fields only."""
@@ -264,6 +269,21 @@ class Endpoints:
     """Adapter routes, shadow and recording (the learning loop); None: base models, nothing kept.
     Never filled in from settings behind the caller's back: `open_endpoints(..., learning=True)`."""
     _owned: list[ModelClient] = field(default_factory=list, repr=False)
+    _background: set[asyncio.Task[None]] = field(default_factory=set, repr=False)
+
+    def spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        """Run `work` off the caller's path (an audit); `aclose` waits for it, within a bound."""
+        task = asyncio.get_running_loop().create_task(work)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def drain(self, timeout_s: float = BACKGROUND_DRAIN_S) -> None:
+        """Wait for background work, cancelling what is still running after `timeout_s`."""
+        if not self._background:
+            return
+        _, pending = await asyncio.wait(set(self._background), timeout=timeout_s)
+        for task in pending:
+            task.cancel()
 
     @classmethod
     def from_settings(cls, settings: Settings, slm_base_url: str | None = None) -> Endpoints:
@@ -304,7 +324,8 @@ class Endpoints:
         )
 
     async def aclose(self) -> None:
-        """Close the clients these endpoints created."""
+        """Finish background work (bounded), then close the clients these endpoints created."""
+        await self.drain()
         for client in self._owned:
             await client.aclose()
 

@@ -98,6 +98,9 @@ class Settings(BaseSettings):
     """With `record`, also ask the LLM for a one-sentence rationale of each answer it gives (one more call)."""
     adapters_dir: Path | None = None
     """LoRA adapters the local server serves, one folder each. Unset: `adapters/` in the project."""
+    audit_rate: float | None = Field(default=None, ge=0, le=1)
+    """Share of the SLM answers the cascade keeps that the LLM also answers, off the job's path, to
+    measure precision online. Unset: 0.05 when an LLM is configured, else 0 (no audit)."""
     route_ttl_s: float = Field(default=5.0, ge=0)
     """How long a process trusts the skill-to-adapter routes it read from the dataset store."""
     promote_min_calls: int = Field(default=20, ge=1)
@@ -106,6 +109,13 @@ class Settings(BaseSettings):
     """How much a candidate's shadow pass rate must exceed the current model's to be promoted."""
     project: Path | None = None
     """Project directory (holding `slmflow.toml` or `[tool.slmflow]`); default: the cwd."""
+
+    @property
+    def effective_audit_rate(self) -> float:
+        """`audit_rate`, or its default: 5% of kept SLM answers when there is an LLM to ask, else none."""
+        if self.audit_rate is not None:
+            return self.audit_rate if self.llm_base_url else 0.0
+        return 0.05 if self.llm_base_url else 0.0
 
     @field_validator("slm_base_url", "llm_base_url")
     @classmethod

@@ -62,6 +62,10 @@ _job_duration = _meter.create_histogram("slmflow.job.duration", unit="s", descri
 _tool_duration = _meter.create_histogram("slmflow.tool.duration", unit="s", description="Tool call time")
 _tool_errors = _meter.create_counter("slmflow.tool.errors", description="Tool calls that failed")
 _cost = _meter.create_counter("slmflow.cost", description="Estimated cost of what ran, and of an all-LLM run")
+_audits = _meter.create_counter("slmflow.audits", description="Kept SLM answers the LLM also answered, by agreement")
+_audit_alarms = _meter.create_counter(
+    "slmflow.audit.alarms", description="Audits whose precision bound fell below target"
+)
 
 
 _capture: Redactor | None = None
@@ -174,6 +178,15 @@ def record_call(skill: str, tier: str, model: str, verdict: str, input_tokens: i
     _tokens.record(input_tokens, {**common, "gen_ai.token.type": "input"})
     _tokens.record(output_tokens, {**common, "gen_ai.token.type": "output"})
     _call_duration.record(seconds, {**common, "gen_ai.operation.name": "chat"})
+
+
+def record_audit(skill: str, slm_model: str, agree: bool | None, alarm: bool) -> None:
+    """Metrics of one audit: whether the LLM agreed with the kept SLM answer, and any alarm it raised."""
+    outcome = "unknown" if agree is None else "agree" if agree else "disagree"
+    attributes = {"slmflow.skill": skill, "slmflow.slm_model": slm_model}
+    _audits.add(1, {**attributes, "slmflow.audit": outcome})
+    if alarm:
+        _audit_alarms.add(1, attributes)
 
 
 def record_skill(

@@ -10,13 +10,13 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from slmflow.calibration import constraint_id
+from slmflow.calibration import constraint_id, precision_lower_bound
 from slmflow.cli.output import console, err_console, print_json
 from slmflow.errors import InvalidInput
 from slmflow.hooks import serving_floor
 from slmflow.learning import adapters as adapter_ops
 from slmflow.learning.export import export_records
-from slmflow.learning.hooks import Learning, project_floors_file
+from slmflow.learning.hooks import AUDIT_WINDOW, Learning, audit_alarm, project_floors_file
 from slmflow.learning.store import DatasetStore
 from slmflow.learning.train import TrainConfig, read_dataset, train_adapter
 from slmflow.local_server import model_dir, prepare
@@ -194,9 +194,11 @@ def status(
     events = store.events(skill)
     served = route.current or _base_model(settings, spec_skill)
     floor = _floor(settings, store, spec_skill, served)
+    audits = _audits(store, spec_skill, served)
     if json_output:
         print_json({
             "route": route.model_dump(), "shadow": figures.model_dump() if figures else None, "floor": floor,
+            "audits": audits,
             "versions": [{**v.model_dump(), "escalation_rate": v.escalation_rate} for v in versions],
             "events": [e.model_dump() for e in events],
         })  # fmt: skip
@@ -204,6 +206,7 @@ def status(
     shadowing = f", candidate {route.candidate} on {route.shadow_rate:.0%} of calls" if route.candidate else ""
     console.print(f"{skill}: serving {served}{shadowing}")
     console.print(f"floor: {floor['shown']}")
+    console.print(f"audits: {audits['shown']}")
     if figures:
         console.print(
             f"shadow: {figures.calls} calls, agreement {figures.agreement:.2f}, pass rate "
@@ -239,3 +242,23 @@ def _floor(settings: Settings, store: DatasetStore, skill: Skill, model: str) ->
         )
     return {"value": value, "signal": skill.signal, "target": skill.target_precision,
             "version": calibrated.version if calibrated else None, "shown": shown}  # fmt: skip
+
+
+def _audits(store: DatasetStore, skill: Skill, model: str) -> dict[str, Any]:
+    """How often the LLM agreed with the kept SLM answers it audited (the last AUDIT_WINDOW)."""
+    recent = store.audits(skill.name, model, AUDIT_WINDOW)
+    judged = [a.agree for a in recent if a.agree is not None]
+    agreed = sum(judged)
+    figures: dict[str, Any] = {"audits": len(recent), "judged": len(judged), "agreed": agreed}
+    if not judged:
+        figures["shown"] = "none yet (5% of kept SLM answers are audited when an LLM is configured)"
+        return figures
+    figures["precision"] = agreed / len(judged)
+    figures["lower"] = precision_lower_bound(agreed, len(judged))
+    figures["upper"] = 1.0 - precision_lower_bound(len(judged) - agreed, len(judged))
+    alarm = audit_alarm(recent, skill.target_precision) if skill.target_precision is not None else None
+    figures["alarm"] = alarm
+    shown = (f"the LLM agreed with {agreed} of {len(judged)} ({figures['precision']:.1%}; 95% bounds "
+             f"{figures['lower']:.1%} to {figures['upper']:.1%})")  # fmt: skip
+    figures["shown"] = shown + (f"; ALARM: {alarm}" if alarm else "")
+    return figures

@@ -16,12 +16,13 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from slmflow import telemetry
 from slmflow.answers import Tier, answer_key, input_hash
-from slmflow.calibration import constraint_id
+from slmflow.calibration import constraint_id, precision_lower_bound
 from slmflow.errors import ProjectError
 from slmflow.hooks import Floor, Route
 from slmflow.learning.floors import FLOORS_FILE, read_floors_file
-from slmflow.learning.store import DatasetStore, FloorRecord, RunRecord, ShadowCall
+from slmflow.learning.store import AuditRecord, DatasetStore, FloorRecord, RunRecord, ShadowCall
 from slmflow.project import find_project
 from slmflow.prompts import render_messages
 from slmflow.redaction import Redactor, redact, redact_value
@@ -31,7 +32,7 @@ from slmflow.skills import Skill
 from slmflow.tools import ToolRegistry
 from slmflow.verdicts import constraint
 
-__all__ = ["Learning", "project_floors_file"]
+__all__ = ["AUDIT_WINDOW", "Learning", "audit_alarm", "project_floors_file"]
 
 log = logging.getLogger("slmflow.learning")
 
@@ -49,9 +50,11 @@ class Learning:
         redactor: Redactor = redact,
         follow_routes: bool = True,
         floors_file: Path | None = None,
+        audit_rate: float = 0.0,
     ) -> None:
         self.store = store
         self.floors_file = floors_file
+        self.audit_rate = audit_rate
         self.record = record
         self.follow_routes = follow_routes
         self.rationale = rationale and record
@@ -69,6 +72,7 @@ class Learning:
             rationale=settings.record_rationale,
             route_ttl_s=settings.route_ttl_s,
             floors_file=project_floors_file(settings),
+            audit_rate=settings.effective_audit_rate,
         )
 
     async def route(self, skill: str) -> Route:
@@ -113,6 +117,24 @@ class Learning:
             found = _floor(mine[0], f"file:{self.floors_file.name}") if mine else None
         self._floors[key] = (now, found)
         return found
+
+    async def keep_audit(self, skill: Skill, model: str, values: Mapping[str, Any], confidence: float | None,
+                         agree: bool | None, llm_answer: Any) -> None:  # fmt: skip
+        """Keep an audit; when the skill has a target, alarm (log line and metric) once the upper
+        95% bound on agreement over the last AUDIT_WINDOW audits falls below it."""
+        audit = AuditRecord(skill=skill.name, model=model, input_hash=input_hash(values), confidence=confidence,
+                            agree=agree, llm_answer=self.redacted(llm_answer))  # fmt: skip
+        reason = None
+        try:
+            await asyncio.to_thread(self.store.add_audit, audit)
+            if skill.target_precision is not None:
+                recent = await asyncio.to_thread(self.store.audits, skill.name, model, AUDIT_WINDOW)
+                reason = audit_alarm(recent, skill.target_precision)
+        except Exception as exc:
+            log.warning("could not record an audit of %s: %s", skill.name, exc)
+        if reason is not None:
+            log.warning("precision alarm for %s on %s: %s", skill.name, model, reason)
+        telemetry.record_audit(skill.name, model, agree, reason is not None)
 
     def redacted(self, value: Any) -> Any:
         """`value` with every string redacted."""
@@ -223,3 +245,23 @@ def project_floors_file(settings: Settings) -> Path | None:
         return find_project(settings.project).root / FLOORS_FILE
     except ProjectError:
         return None
+
+
+AUDIT_WINDOW = 200
+"""Audits the precision alarm looks back over."""
+AUDIT_MIN = 20
+"""Fewer audits than this raise no alarm (the bound is too wide to mean anything)."""
+
+
+def audit_alarm(recent: list[AuditRecord], target: float) -> str | None:
+    """Why the alarm rings (None: it does not): the upper 95% bound on the share of audited answers
+    the LLM agreed with, over these audits, is below `target`."""
+    judged = [a.agree for a in recent if a.agree is not None]
+    if len(judged) < AUDIT_MIN:
+        return None
+    agreed = sum(judged)
+    upper = 1.0 - precision_lower_bound(len(judged) - agreed, len(judged))
+    if upper >= target:
+        return None
+    return (f"the LLM agreed with {agreed} of the last {len(judged)} audited answers: precision is at most "
+            f"{upper:.1%} (95% bound), below the target {target:.0%}; recalibrate or retrain")  # fmt: skip

@@ -23,7 +23,16 @@ from pydantic import BaseModel, Field
 from slmflow.errors import EndpointUnreachable, SettingsError
 from slmflow.redaction import mask_url
 
-__all__ = ["AdapterEvent", "DatasetStore", "FloorRecord", "Route", "RunRecord", "ShadowCall", "VersionFigures"]
+__all__ = [
+    "AdapterEvent",
+    "AuditRecord",
+    "DatasetStore",
+    "FloorRecord",
+    "Route",
+    "RunRecord",
+    "ShadowCall",
+    "VersionFigures",
+]
 
 Source = Literal["slm", "llm", "human"]
 
@@ -50,6 +59,10 @@ _SCHEMA = [
         constraint_id TEXT NOT NULL, signal TEXT NOT NULL, target DOUBLE PRECISION NOT NULL,
         floor DOUBLE PRECISION, figures TEXT NOT NULL, data_hash TEXT NOT NULL, input_hashes TEXT NOT NULL)""",
     "CREATE INDEX IF NOT EXISTS slmflow_floors_key ON slmflow_floors (skill, model, constraint_id, created_at)",
+    """CREATE TABLE IF NOT EXISTS slmflow_audits (
+        id TEXT PRIMARY KEY, created_at DOUBLE PRECISION NOT NULL, skill TEXT NOT NULL, model TEXT NOT NULL,
+        input_hash TEXT NOT NULL, confidence DOUBLE PRECISION, agree INTEGER, llm_answer TEXT)""",
+    "CREATE INDEX IF NOT EXISTS slmflow_audits_key ON slmflow_audits (skill, model, created_at)",
 ]
 
 
@@ -135,6 +148,19 @@ class FloorRecord(BaseModel):
     figures: dict[str, Any] = Field(default_factory=dict)
     data_hash: str
     input_hashes: list[str] = Field(default_factory=list)
+
+
+class AuditRecord(BaseModel):
+    """A kept SLM answer also answered by the LLM: whether they agree (None: the LLM gave no checked answer)."""
+
+    id: str = Field(default_factory=lambda: uuid.uuid4().hex)
+    created_at: float = Field(default_factory=time.time)
+    skill: str
+    model: str
+    input_hash: str
+    confidence: float | None = None
+    agree: bool | None = None
+    llm_answer: Any = None
 
 
 class VersionFigures(BaseModel):
@@ -384,6 +410,39 @@ class DatasetStore:
                 figures=json.loads(r[8]),
                 data_hash=r[9],
                 input_hashes=json.loads(r[10]),
+            )  # fmt: skip
+            for r in rows
+        ]
+
+    # -- audits ----------------------------------------------------------------------------------
+
+    def add_audit(self, audit: AuditRecord) -> None:
+        """Keep one audit (the LLM's answer is redacted by the caller)."""
+        self._execute(
+            "INSERT INTO slmflow_audits (id, created_at, skill, model, input_hash, confidence, agree, llm_answer)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (audit.id, audit.created_at, audit.skill, audit.model, audit.input_hash, audit.confidence,
+             _bit(audit.agree), json.dumps(audit.llm_answer)),
+        )  # fmt: skip
+
+    def audits(self, skill: str, model: str | None = None, limit: int = 200) -> list[AuditRecord]:
+        """A skill's latest audits (on one model when given), newest first."""
+        where, params = ("skill = ?", (skill,)) if model is None else ("skill = ? AND model = ?", (skill, model))
+        rows = self._execute(
+            "SELECT id, created_at, skill, model, input_hash, confidence, agree, llm_answer FROM slmflow_audits"
+            f" WHERE {where} ORDER BY created_at DESC, id LIMIT {int(limit)}",
+            params,
+        )
+        return [
+            AuditRecord(
+                id=r[0],
+                created_at=r[1],
+                skill=r[2],
+                model=r[3],
+                input_hash=r[4],
+                confidence=r[5],
+                agree=_flag(r[6]),
+                llm_answer=json.loads(r[7]) if r[7] else None,
             )  # fmt: skip
             for r in rows
         ]

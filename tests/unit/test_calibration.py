@@ -307,3 +307,50 @@ async def test_eval_runs_at_the_calibrated_floor_and_reports_precision_and_cover
         await endpoints.aclose()
     assert (report.precision, report.coverage, report.accepted_wrong) == (1.0, 0.75, 0)
     assert (bare.precision, bare.coverage, bare.accepted_wrong) == (0.75, 1.0, 2)
+
+
+# -- audits ------------------------------------------------------------------------------------------
+
+
+async def test_an_audit_runs_off_the_critical_path_and_is_kept(tmp_path: Path) -> None:
+    import time
+
+    store = DatasetStore(f"sqlite:///{tmp_path / 'd.db'}")
+    learning = Learning(store, route_ttl_s=0, audit_rate=1.0)
+    slow_llm = [Reply(text='{"label": "refund"}', delay=1.5)]  # the LLM disagrees, slowly
+    with ScriptedServer({"slm": [Reply(text="order_status", logprobs=[-0.01])], "llm": slow_llm}) as server:
+        endpoints = server.endpoints("slm", "llm")
+        endpoints.learning = learning
+        started = time.perf_counter()
+        result = await run_skill(skill, TICKET, endpoints)
+        answered_s = time.perf_counter() - started
+        assert (result.tier, result.answer) == (Tier.SLM, "order_status")
+        assert answered_s < 1.0, answered_s  # the skill did not wait for the LLM
+        assert store.audits("classify") == []  # not yet: it is still asking
+        await endpoints.aclose()  # closing waits for background work
+    (audit,) = store.audits("classify")
+    assert (audit.model, audit.agree, audit.llm_answer) == ("slm", False, "refund")
+    assert result.usage.tiers.get(Tier.LLM) is None  # the job's usage is the job's
+
+
+def test_the_alarm_rings_when_the_bound_falls_below_the_target() -> None:
+    from slmflow.learning.hooks import audit_alarm
+    from slmflow.learning.store import AuditRecord
+
+    def audits(agree: int, disagree: int) -> list[AuditRecord]:
+        return [AuditRecord(skill="s", model="m", input_hash="h", agree=True)] * agree + [
+            AuditRecord(skill="s", model="m", input_hash="h", agree=False)] * disagree  # fmt: skip
+
+    assert audit_alarm(audits(30, 0), 0.9) is None
+    assert audit_alarm(audits(5, 10), 0.9) is None  # fewer than 20 judged audits: too few to mean anything
+    reason = audit_alarm(audits(150, 50), 0.9)
+    assert reason is not None and "150 of the last 200" in reason and "below the target 90%" in reason
+    assert audit_alarm(audits(185, 15), 0.9) is None  # 92.5%: the upper bound is above 90%
+
+
+def test_audits_default_to_five_percent_only_with_an_llm() -> None:
+    from slmflow.settings import load_settings
+
+    assert load_settings(llm_base_url=None).effective_audit_rate == 0.0
+    assert load_settings(llm_base_url="http://127.0.0.1:1/v1").effective_audit_rate == 0.05
+    assert load_settings(llm_base_url="http://127.0.0.1:1/v1", audit_rate=0.2).effective_audit_rate == 0.2
