@@ -18,6 +18,10 @@ __all__ = ["Reply", "TicketFields", "classify", "draft_reply", "extract", "looku
 
 EMAIL = re.compile(r"[\w.+-]+@[\w-]+\.[\w.-]+")
 ORDER_ID = re.compile(r"ORD-\d{5}")
+# A money amount: a currency sign before it or a currency after it (a bare number may be a quantity).
+MONEY = re.compile(
+    r"(?:[$€£]\s?\d[\d.,' ]*\d|\d[\d.,']*\s?(?:€|EUR|USD|CHF|GBP|SEK|NOK|DKK|dollars?|euros?)\b)", re.IGNORECASE
+)
 REFUND_INTENTS = frozenset({"refund_request", "return_request", "damaged_item", "wrong_item"})
 
 
@@ -49,6 +53,8 @@ def fields_not_missed(fields: TicketFields, values: Mapping[str, Any]) -> Iterab
         yield f"the ticket quotes the order id {quoted[0]}: copy it into order_id"
     if fields.email is None and (emails := EMAIL.findall(text)):
         yield f"the ticket quotes the email {emails[0].rstrip('.')}: copy it into email"
+    if fields.amount is None and (money := MONEY.search(text)):
+        yield f"the ticket states the amount {money.group().strip()}: copy it into amount as a number"
 
 
 # Phrases by which a reply refuses, or promises, money back. Negated promises ("not eligible for a

@@ -95,7 +95,8 @@ async def test_invented_field_escalates_to_the_llm_and_the_job_succeeds(triage_s
     [escalation] = result.usage.escalations
     assert escalation == {"step": "extract_fields", "skill": "extract_fields", "reason": "check_failed",
                           "detail": "order_id 'ORD-99999' does not occur in the ticket; use null if there is none; "
-                                    "the ticket quotes the email maria.lopez@example.com: copy it into email",
+                                    "the ticket quotes the email maria.lopez@example.com: copy it into email; "
+                                    "the ticket states the amount $59.99: copy it into amount as a number",
                           "to": "llm"}  # fmt: skip
     assert [e.kind for e in events].count("skill_escalated") == 1
     assert result.usage.cost["actual"] < result.usage.cost["all_llm"] * 5

@@ -47,10 +47,13 @@ def test_grounded_checks_tool_arguments_and_chosen_fields_only() -> None:
 
 
 def test_extraction_may_not_leave_out_a_stated_order_or_email() -> None:
-    ticket = {"ticket": "Refund ORD-10012 please, write to maria@example.com."}
+    ticket = {"ticket": "Refund ORD-10012 please (59,90 EUR), write to maria@example.com."}
     errors = list(fields_not_missed(TicketFields(order_id=None, amount=None, email=None), ticket))
     assert errors == ["the ticket quotes the order id ORD-10012: copy it into order_id",
-                      "the ticket quotes the email maria@example.com: copy it into email"]  # fmt: skip
+                      "the ticket quotes the email maria@example.com: copy it into email",
+                      "the ticket states the amount 59,90 EUR: copy it into amount as a number"]  # fmt: skip
+    # A bare number is not an amount: it may be a quantity.
+    assert list(fields_not_missed(TicketFields(order_id=None, amount=None, email=None), {"ticket": "12 units"})) == []
 
 
 ELIGIBLE = json.dumps({"tool": "check_refund_eligibility", "result": {"eligible": True, "reason": "within window"}})
