@@ -101,19 +101,25 @@ async def _job_runs(endpoints: Endpoints) -> dict[str, Any]:
     spec = find_project(ROOT).load_graph("support_triage")
     statuses: Counter[str] = Counter()
     stopped_at: Counter[str] = Counter()
+    wrong: list[dict[str, Any]] = []
     started = time.perf_counter()
-    for ticket, _ in _tickets():
+    for ticket, expected in _tickets():
         async with open_checkpointer("memory") as checkpointer:
             result = await run_job(spec, ticket, endpoints=endpoints, checkpointer=checkpointer)
         statuses[result.status] += 1
         if result.review:
             stopped_at[f"{result.review['step']}:{result.review['reasons'][-1]}"] += 1
+        if result.status == "succeeded" and result.output is not None:
+            # Wrong: a succeeded job whose intent or fields differ from the expected ones.
+            got = {"intent": result.output["intent"], "fields": result.output["fields"]}
+            if got != {"intent": expected["intent"], "fields": expected["fields"]}:
+                wrong.append({"ticket": ticket["ticket_id"], "got": got, "reply": result.output["reply"]})
         print(
             f"job {ticket['ticket_id']} {result.status} {result.review and result.review['step']}",
             flush=True,
         )
-    return {"statuses": dict(statuses), "needs_review_at": dict(stopped_at),
-            "seconds": round(time.perf_counter() - started, 1)}  # fmt: skip
+    return {"statuses": dict(statuses), "needs_review_at": dict(stopped_at), "succeeded_wrong": len(wrong),
+            "wrong": wrong, "seconds": round(time.perf_counter() - started, 1)}  # fmt: skip
 
 
 async def main() -> None:
