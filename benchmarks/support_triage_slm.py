@@ -125,6 +125,7 @@ async def _job_runs(endpoints: Endpoints) -> dict[str, Any]:
 async def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--skills-only", action="store_true")
+    parser.add_argument("--jobs-only", action="store_true")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "support_triage_slm.json")
     args = parser.parse_args()
     settings = load_settings()
@@ -133,7 +134,7 @@ async def main() -> None:
     endpoints = Endpoints.from_settings(settings)
     spec = find_project(ROOT).load_graph("support_triage")
     report: dict[str, Any] = {"date": time.strftime("%Y-%m-%d"), "llm": settings.llm_base_url}
-    report["skills"] = await _skill_runs(endpoints, spec.tools)
+    report["skills"] = {} if args.jobs_only else await _skill_runs(endpoints, spec.tools)
     if not args.skills_only:
         report["jobs"] = await _job_runs(endpoints)
     args.out.parent.mkdir(parents=True, exist_ok=True)

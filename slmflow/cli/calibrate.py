@@ -14,6 +14,7 @@ from slmflow.calibration import Calibration, Outcome, RiskRow, choose_floor, min
 from slmflow.cli.output import console, err_console, print_json
 from slmflow.connect import open_endpoints
 from slmflow.errors import UsageError
+from slmflow.hooks import serving_model
 from slmflow.learning.calibrate import collect_outcomes, floor_record
 from slmflow.learning.evaluate import read_cases
 from slmflow.learning.floors import FLOORS_FILE, write_floor
@@ -70,7 +71,7 @@ async def _collect(settings: Any, skill: Any, spec: Any, cases: Any, model: str 
                    concurrency: int) -> tuple[list[Outcome], str]:  # fmt: skip
     async with open_endpoints(settings, models=[model] if model else [],
                               progress=lambda m: err_console.print(f"[dim]{m}[/]")) as endpoints:  # fmt: skip
-        served = model or skill.model or endpoints.slm.endpoint.default_model
+        served = model or serving_model(skill, None, endpoints.slm.endpoint.default_model)
         columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
         with Progress(*columns, console=err_console, transient=True) as bar:
             task = bar.add_task(f"{skill.name} on {served}", total=len(cases))

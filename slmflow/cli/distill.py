@@ -13,7 +13,7 @@ from rich.table import Table
 from slmflow.calibration import constraint_id, precision_lower_bound
 from slmflow.cli.output import console, err_console, print_json
 from slmflow.errors import InvalidInput
-from slmflow.hooks import serving_floor
+from slmflow.hooks import serving_floor, serving_model
 from slmflow.learning import adapters as adapter_ops
 from slmflow.learning.export import export_records
 from slmflow.learning.hooks import AUDIT_WINDOW, Learning, audit_alarm, project_floors_file
@@ -45,7 +45,8 @@ def _store(settings: Settings, *, recorded: bool = False) -> DatasetStore:
 
 def _base_model(settings: Settings, skill: Skill | None = None) -> str:
     """What serves a skill with no route: its own `model`, or the endpoint's default."""
-    return (skill.model if skill else None) or settings.slm_model or settings.local_model
+    default = settings.slm_model or settings.local_model
+    return serving_model(skill, None, default) if skill else default
 
 
 @app.command()
