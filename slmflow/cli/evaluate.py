@@ -16,7 +16,7 @@ from slmflow.cli.output import console, err_console, print_json
 from slmflow.connect import open_endpoints
 from slmflow.errors import UnknownGraph, UnknownSkill
 from slmflow.graphs import GraphSpec
-from slmflow.learning.evaluate import Case, ModelReport, evaluate, plot_reports, read_cases
+from slmflow.learning.evaluate import TARGETS, Case, ModelReport, evaluate, plot_reports, read_cases
 from slmflow.learning.hooks import Learning, project_floors_file
 from slmflow.learning.store import DatasetStore
 from slmflow.project import find_project
@@ -106,6 +106,14 @@ def _table(reports: list[ModelReport], slice_field: str | None) -> None:
         ("kept SLM answers right (precision)", lambda r: "-" if r.precision is None else f"{r.precision:.1%}"),
         ("SLM answers kept (coverage)", lambda r: f"{r.coverage:.1%}"),
         ("kept SLM answers wrong", lambda r: str(r.accepted_wrong)),
+        (
+            "coverage at precision 80/90/95%",
+            lambda r: (
+                " / ".join("-" if (c := r.coverage_at.get(str(t))) is None else f"{c:.0%}" for t in TARGETS)
+                if r.curve
+                else "-"
+            ),
+        ),
         ("escalation rate", lambda r: f"{r.escalation_rate:.1%}"),
         ("escalation reasons", lambda r: ", ".join(f"{k} {v}" for k, v in r.reasons.items()) or "-"),
         ("calls", lambda r: ", ".join(f"{k} {v}" for k, v in sorted(r.calls.items()))),

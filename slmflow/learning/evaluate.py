@@ -26,6 +26,7 @@ from typing import Any
 from pydantic import BaseModel, Field, ValidationError
 
 from slmflow.answers import Tier, answer_key, said
+from slmflow.calibration import Outcome, risk_coverage
 from slmflow.cascade import run_skill
 from slmflow.checkpoints import open_checkpointer
 from slmflow.errors import InvalidInput
@@ -33,9 +34,13 @@ from slmflow.graphs import GraphSpec
 from slmflow.jobs import JobStatus, run_job
 from slmflow.learning.hooks import Learning
 from slmflow.models import Endpoints
+from slmflow.results import EscalationReason
 from slmflow.skills import Skill
 
-__all__ = ["Case", "CaseResult", "ModelReport", "evaluate", "matches", "plot_reports", "read_cases"]
+TARGETS = (0.8, 0.9, 0.95)
+"""The precisions `coverage_at` reports."""
+
+__all__ = ["TARGETS", "Case", "CaseResult", "ModelReport", "evaluate", "matches", "plot_reports", "read_cases"]
 
 
 class Case(BaseModel):
@@ -59,6 +64,9 @@ class CaseResult(BaseModel):
     cost: float
     all_llm_cost: float
     slices: dict[str, str]
+    slm_passed: bool = False
+    """Whether the SLM's last answer passed its checks (kept, or gated only by its confidence)."""
+    slm_confidence: float | None = None
 
 
 class SliceFigures(BaseModel):
@@ -95,6 +103,12 @@ class ModelReport(BaseModel):
     """Cost of 100 cases: what ran, plus escalations priced at the LLM when no LLM answered them."""
     all_llm_cost_per_100: float
     slices: dict[str, dict[str, SliceFigures]] = Field(default_factory=dict)
+    curve: list[dict[str, float]] = Field(default_factory=list)
+    """The risk-coverage curve of the SLM's answers on these cases (skills): keeping those with
+    confidence >= `floor`, the `coverage` and `precision`; floors ascending."""
+    coverage_at: dict[str, float | None] = Field(default_factory=dict)
+    """For a precision of 0.8, 0.9 and 0.95: the largest coverage whose precision on these cases
+    reaches it (a point estimate on the eval's own data, not a calibrated bound); None: none does."""
 
 
 def read_cases(path: Path, slice_field: str | None = None) -> list[Case]:
@@ -148,6 +162,7 @@ async def _skill_case(skill: Skill, case: Case, endpoints: Endpoints, spec: Grap
     started = time.perf_counter()
     result = await run_skill(skill, case.input, endpoints, tools=spec.tools)
     latency = time.perf_counter() - started
+    slm = [a for a in result.attempts if a.tier is Tier.SLM and a.output is not None]
     usage = result.usage
     escalated = result.tier is not Tier.SLM
     cost = usage.cost + (usage.all_llm_cost if escalated and Tier.LLM not in usage.tiers else 0.0)
@@ -163,6 +178,8 @@ async def _skill_case(skill: Skill, case: Case, endpoints: Endpoints, spec: Grap
         cost=cost,
         all_llm_cost=usage.all_llm_cost,
         slices=case.slices,
+        slm_passed=bool(slm and (slm[-1].ok or slm[-1].reason is EscalationReason.LOW_CONFIDENCE)),
+        slm_confidence=slm[-1].confidence if slm else None,
     )  # fmt: skip
 
 
@@ -222,7 +239,11 @@ def _report(target: str, model: str, results: list[CaseResult], slice_field: str
     latencies = [r.latency_s for r in results]
     kept = [r for r in results if not r.escalated]
     kept_right = sum(r.correct for r in kept)
+    outcomes = [Outcome(r.slm_confidence or 0.0, r.slm_passed, r.slm_correct) for r in results]
+    rows = risk_coverage(outcomes) if any(r.slm_passed for r in results) else []
     return ModelReport(
+        curve=[{"floor": r.floor, "coverage": r.coverage, "precision": r.precision} for r in rows],
+        coverage_at={str(t): max((r.coverage for r in rows if r.precision >= t), default=None) for t in TARGETS},
         precision=kept_right / len(kept) if kept else None,
         coverage=len(kept) / n,
         accepted_wrong=len(kept) - kept_right,
@@ -291,7 +312,8 @@ async def evaluate(
 
 
 def plot_reports(reports: list[ModelReport], path: Path, slice_field: str | None = None) -> Path:
-    """A PNG: accuracy, SLM accuracy and escalation rate per model (and accuracy per slice)."""
+    """A PNG: accuracy, SLM accuracy and escalation rate per model (accuracy per slice; for a skill,
+    the risk-coverage curve per model with its floor marked)."""
     try:
         import matplotlib
 
@@ -299,7 +321,8 @@ def plot_reports(reports: list[ModelReport], path: Path, slice_field: str | None
         import matplotlib.pyplot as plt
     except ImportError:
         raise InvalidInput("--plot needs matplotlib: pip install -e '.[train]'") from None
-    panels = 2 if slice_field else 1
+    curves = any(r.curve for r in reports)
+    panels = 1 + bool(slice_field) + curves
     figure, axes = plt.subplots(1, panels, figsize=(6.5 * panels, 4.2), squeeze=False)
     metrics = [("accuracy", "accuracy"), ("slm_accuracy", "SLM alone right"), ("escalation_rate", "escalation rate")]
     width = 0.8 / len(reports)
@@ -326,6 +349,25 @@ def plot_reports(reports: list[ModelReport], path: Path, slice_field: str | None
         ax.set_xticks(ticks, values_by_slice)
         ax.set_ylim(0, 1.1)
         ax.set_title(f"accuracy by {slice_field}")
+        ax.legend(fontsize=8)
+    if curves:
+        ax = axes[0][panels - 1]
+        for report in reports:
+            if not report.curve:
+                continue
+            line = ax.plot([p["coverage"] for p in report.curve], [p["precision"] for p in report.curve],
+                           label=report.model, linewidth=1.4)  # fmt: skip
+            if report.precision is not None:  # where the calibrated (or hand-set) floor kept answers
+                ax.plot([report.coverage], [report.precision], marker="o", color=line[0].get_color())
+                ax.annotate("floor", (report.coverage, report.precision), fontsize=7, xytext=(4, 4),
+                            textcoords="offset points")  # fmt: skip
+        for target in TARGETS:
+            ax.axhline(target, color="grey", linewidth=0.6, linestyle=":")
+        ax.set_xlim(0, 1.02)
+        ax.set_ylim(0, 1.05)
+        ax.set_xlabel("coverage (SLM answers kept)")
+        ax.set_ylabel("precision of kept answers")
+        ax.set_title("risk and coverage")
         ax.legend(fontsize=8)
     figure.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)

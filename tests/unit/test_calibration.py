@@ -307,6 +307,15 @@ async def test_eval_runs_at_the_calibrated_floor_and_reports_precision_and_cover
         await endpoints.aclose()
     assert (report.precision, report.coverage, report.accepted_wrong) == (1.0, 0.75, 0)
     assert (bare.precision, bare.coverage, bare.accepted_wrong) == (0.75, 1.0, 2)
+    # The curve covers every SLM answer that passed its checks, kept or gated by the floor.
+    assert report.curve == bare.curve
+    assert [(p["coverage"], p["precision"]) for p in report.curve] == [(1.0, 0.75), (0.75, 1.0)]
+    assert report.coverage_at == {"0.8": 0.75, "0.9": 0.75, "0.95": 0.75}
+
+    from slmflow.learning.evaluate import plot_reports
+
+    plot = plot_reports([report, bare], tmp_path / "curve.png")
+    assert plot.read_bytes()[:4] == b"\x89PNG"
 
 
 # -- audits ------------------------------------------------------------------------------------------
