@@ -15,11 +15,12 @@ from slmflow.cli.output import console, err_console, print_json
 from slmflow.connect import open_endpoints
 from slmflow.errors import UsageError
 from slmflow.hooks import serving_model
-from slmflow.learning.calibrate import collect_outcomes, floor_record
+from slmflow.learning.calibrate import collect_outcomes, floor_record, from_file, recorded_outcomes
 from slmflow.learning.evaluate import read_cases
 from slmflow.learning.floors import FLOORS_FILE, write_floor
 from slmflow.learning.store import DatasetStore
 from slmflow.project import find_project
+from slmflow.redaction import mask_url
 from slmflow.settings import load_settings
 
 __all__ = ["calibrate_command"]
@@ -27,7 +28,12 @@ __all__ = ["calibrate_command"]
 
 def calibrate_command(
     skill_name: Annotated[str, typer.Argument(metavar="SKILL", help="A skill of the project.")],
-    data: Annotated[Path, typer.Option("--data", "-d", help="JSONL of {'input': ..., 'expected': ...} (eval format).")],
+    data: Annotated[
+        Path | None,
+        typer.Option(
+            "--data", "-d", help="JSONL of {'input': ..., 'expected': ...}; default: recorded runs and audits."
+        ),
+    ] = None,
     target: Annotated[
         float | None, typer.Option(min=0.5, max=0.999, help="Precision of kept answers (default: the skill's).")
     ] = None,
@@ -48,11 +54,25 @@ def calibrate_command(
     if goal is None:
         raise UsageError(f"skill {skill.name!r} has no target_precision: pass --target (e.g. --target 0.9) "
                          "or set Skill(target_precision=...)")  # fmt: skip
-    cases = read_cases(data)
-    outcomes, served = asyncio.run(_collect(settings, skill, spec, cases, model, concurrency))
+    store = DatasetStore(settings.dataset_store_url)
+    if data is not None:
+        cases = read_cases(data)
+        outcomes, served = asyncio.run(_collect(settings, skill, spec, cases, model, concurrency))
+        labelled = from_file(data, cases, outcomes)
+    else:
+        served = model or serving_model(skill, None, settings.slm_model or settings.local_model)
+        if not store.exists():
+            raise UsageError(f"nothing recorded in {mask_url(store.url)}: pass --data FILE, or record runs "
+                             "(SLMFLOW_RECORD=true) and audits (an LLM configured) first")  # fmt: skip
+        labelled = recorded_outcomes(store, skill, served)
+        if not labelled.outcomes:
+            raise UsageError(f"no labelled runs of {skill.name} on {served} in {mask_url(store.url)} (escalated "
+                             "runs and audits are the labels): pass --data FILE, or --model the model they ran "
+                             "on")  # fmt: skip
+    outcomes = labelled.outcomes
     calibration = choose_floor(outcomes, goal)
-    record = floor_record(skill, served, cases, outcomes, calibration, data)
-    DatasetStore(settings.dataset_store_url).add_floor(record)
+    record = floor_record(skill, served, labelled, calibration)
+    store.add_floor(record)
     floors_file = project.root / FLOORS_FILE
     if write:
         write_floor(floors_file, record)

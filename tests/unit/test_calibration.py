@@ -363,3 +363,40 @@ def test_audits_default_to_five_percent_only_with_an_llm() -> None:
     assert load_settings(llm_base_url=None).effective_audit_rate == 0.0
     assert load_settings(llm_base_url="http://127.0.0.1:1/v1").effective_audit_rate == 0.05
     assert load_settings(llm_base_url="http://127.0.0.1:1/v1", audit_rate=0.2).effective_audit_rate == 0.2
+
+
+def test_recorded_runs_and_audits_are_labelled_outcomes(tmp_path: Path) -> None:
+    from slmflow.learning.calibrate import recorded_outcomes
+    from slmflow.learning.store import AuditRecord, RunRecord
+
+    store = DatasetStore(f"sqlite:///{tmp_path / 'd.db'}")
+
+    def run(slm_said: str, kept: str, confidence: float, source: str = "llm", model: str = "slm",
+            reason: str = "low_confidence") -> RunRecord:  # fmt: skip
+        attempts = [{"tier": "slm", "number": 1, "model": model, "ok": False, "reason": reason,
+                     "confidence": confidence, "output": slm_said},
+                    {"tier": "llm", "number": 1, "model": "llm", "ok": True, "output": kept}]  # fmt: skip
+        return RunRecord(skill="classify", slm_model=model, source=source, status="ok", input_hash=slm_said + kept,
+                         messages=[], attempts=attempts, answer=kept)  # type: ignore[arg-type]  # fmt: skip
+
+    store.add_run(run("refund", "refund", 0.4))  # unsure and right
+    store.add_run(run("other", "refund", 0.2))  # unsure and wrong
+    store.add_run(run("other", "refund", 0.9, reason="check_failed"))  # failed its checks: never kept
+    store.add_run(run("refund", "refund", 0.5, model="adapter-v1"))  # another model
+    store.add_run(RunRecord(skill="classify", slm_model="slm", source="slm", status="ok", input_hash="x",
+                            messages=[], attempts=[], answer="refund"))  # the SLM alone: no label  # fmt: skip
+    store.add_audit(AuditRecord(skill="classify", model="slm", input_hash="a1", confidence=0.95, agree=True))
+    store.add_audit(AuditRecord(skill="classify", model="slm", input_hash="a2", confidence=0.9, agree=False))
+    store.add_audit(AuditRecord(skill="classify", model="slm", input_hash="a3", confidence=0.9, agree=None))
+    labelled = recorded_outcomes(store, targeted, "slm")
+    assert sorted((o.confidence, o.passed, o.right) for o in labelled.outcomes) == [
+        (0.2, True, False), (0.4, True, True), (0.9, False, False), (0.9, True, False), (0.95, True, True)]  # fmt: skip
+    assert labelled.input_hashes == ["a1", "a2", "otherrefund", "refundrefund"] and len(labelled.data_hash) == 64
+
+
+def test_calibrate_from_an_empty_store_says_what_to_do(tmp_path: Path) -> None:
+    from tests.unit.test_cli import assert_user_error, slmflow
+
+    done = slmflow("calibrate", "classify_intent", "--target", "0.9",
+                   SLMFLOW_DATASET_URL=f"sqlite:///{tmp_path / 'none.db'}")  # fmt: skip
+    assert_user_error(done, "nothing recorded", "--data FILE")
