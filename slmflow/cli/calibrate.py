@@ -126,5 +126,5 @@ def _show(skill: str, model: str, signal: str, calibration: Calibration, outcome
                       f"{chosen.precision:.1%} precision (at least {chosen.lower:.1%} with 95% confidence; target "
                       f"{calibration.target:.0%})")  # fmt: skip
     else:
-        console.print(f"[bold yellow]no floor[/]: {calibration.reason} (a {calibration.target:.0%} target needs at "
-                      f"least {min_kept(calibration.target)} kept answers, all right)")  # fmt: skip
+        console.print(f"[bold yellow]{calibration.reason}[/] (a {calibration.target:.0%} target needs at least "
+                      f"{min_kept(calibration.target)} kept answers, all right)")  # fmt: skip
