@@ -38,7 +38,7 @@ from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
 from agents.support_triage import classify, extract  # noqa: E402
-from slmflow.answers import answer_key, input_hash  # noqa: E402
+from slmflow.answers import input_hash  # noqa: E402
 from slmflow.calibration import Outcome, auroc, choose_floor  # noqa: E402
 from slmflow.connect import open_endpoints  # noqa: E402
 from slmflow.learning.evaluate import matches, read_cases  # noqa: E402
@@ -46,7 +46,7 @@ from slmflow.models import ModelClient  # noqa: E402
 from slmflow.prompts import render_messages  # noqa: E402
 from slmflow.settings import load_settings  # noqa: E402
 from slmflow.skills import Skill  # noqa: E402
-from slmflow.verdicts import constraint, judge, logprob_signals  # noqa: E402
+from slmflow.verdicts import agreement, constraint, judge, kept_form, logprob_signals  # noqa: E402
 
 SPLITS = {
     "classify_intent": (classify, ROOT / "examples/intents/calibration.jsonl", ROOT / "examples/intents/heldout.jsonl"),
@@ -55,17 +55,13 @@ SPLITS = {
 SIGNALS = ("joint", "mean", "mean_free", "min", "margin", "agreement")
 
 
-def _jsonable(answer: Any) -> Any:
-    return answer.model_dump(mode="json") if hasattr(answer, "model_dump") else answer
-
-
 async def _one(client: ModelClient, skill: Skill, values: dict[str, Any], expected: Any, samples: int,
                temperature: float) -> dict[str, Any]:  # fmt: skip
     messages = render_messages(skill, values, None)
     request = constraint(skill, "vllm", None) | {"top_logprobs": 5}
     greedy = await client.chat(messages, max_tokens=skill.token_budget, request=request)
-    verdict = judge(skill, greedy, values, dialect="vllm", tools=None, gate_confidence=False)
-    answer = _jsonable(verdict.answer) if verdict.ok else None
+    verdict = judge(skill, greedy, values, dialect="vllm", tools=None)
+    answer = kept_form(verdict.answer) if verdict.ok else None
     signals = logprob_signals(greedy)
     row: dict[str, Any] = {
         "passed": verdict.ok, "right": verdict.ok and matches(expected, answer), "signals": signals,
@@ -76,12 +72,7 @@ async def _one(client: ModelClient, skill: Skill, values: dict[str, Any], expect
         sampled = await client.samples(messages, n=samples, temperature=temperature,
                                        seed=int(input_hash(values)[:8], 16), max_tokens=skill.token_budget,
                                        request=constraint(skill, "vllm", None))  # fmt: skip
-        key = answer_key(answer)
-        agree = 0
-        for sample in sampled:
-            judged = judge(skill, sample, values, dialect="vllm", tools=None, gate_confidence=False)
-            agree += judged.ok and answer_key(_jsonable(judged.answer)) == key
-        signals["agreement"] = agree / len(sampled)
+        signals["agreement"] = agreement(skill, verdict.answer, sampled, values, dialect="vllm", tools=None)
         row["sample_latency_s"] = sampled[0].latency_s
     return row
 

@@ -27,6 +27,7 @@ __all__ = [
     "constraint_id",
     "min_kept",
     "precision_lower_bound",
+    "precision_upper_bound",
     "risk_coverage",
 ]
 
@@ -104,6 +105,11 @@ def precision_lower_bound(right: int, kept: int, alpha: float = ALPHA) -> float:
         else:
             high = mid
     return (low + high) / 2
+
+
+def precision_upper_bound(right: int, kept: int, alpha: float = ALPHA) -> float:
+    """The one-sided (1 - alpha) Clopper-Pearson upper bound: the lower bound of the wrong share, mirrored."""
+    return 1.0 - precision_lower_bound(kept - right, kept, alpha)
 
 
 def risk_coverage(outcomes: Sequence[Outcome]) -> list[RiskRow]:

@@ -19,7 +19,6 @@ backoff inside the client.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import random
 import time
@@ -31,7 +30,6 @@ from pydantic import BaseModel
 
 from slmflow import telemetry
 from slmflow.answers import Tier, answer_key, input_hash, said
-from slmflow.calibration import constraint_id
 from slmflow.errors import ModelError, ModelTimeout, ToolError, ToolOutcomeUnknown
 from slmflow.hooks import CascadeHooks, serving_floor, serving_model
 from slmflow.models import Completion, Endpoints, ModelClient
@@ -39,7 +37,7 @@ from slmflow.prompts import feedback_message, render_messages
 from slmflow.results import Attempt, Escalation, EscalationReason, SkillResult
 from slmflow.skills import Skill, ToolCalls
 from slmflow.tools import InProcessExecutor, ToolCall, ToolContext, ToolExecutor, ToolRegistry
-from slmflow.verdicts import Verdict, constraint, gate, judge, scoring_fields
+from slmflow.verdicts import Verdict, agreement, constraint, gate, judge, kept_form, scoring_fields
 
 log = logging.getLogger("slmflow.cascade")
 __all__ = ["SkillRun", "run_skill"]
@@ -104,9 +102,9 @@ class _Cascade:
         self.result = SkillResult(skill=skill.name, status="needs_review")
         self.slm_model = skill.model
         self.first_slm: tuple[bool, Any] | None = None
-        self.floor: float | None = skill.min_confidence
-        """The floor the SLM's answers must meet (None: no calibration vouches; escalate)."""
         """Whether the SLM's first answer passed, and the answer (before any tool ran): what a shadow meets."""
+        self.floor: float | None = None
+        """The floor the SLM's answers must meet (None: no calibration vouches; escalate); set by `run`."""
 
     def tiers(self) -> list[tuple[Tier, ModelClient, str | None, int]]:
         tiers = [(Tier.SLM, self.run_.endpoints.slm, self.slm_model, self.skill.slm_attempts)]
@@ -118,14 +116,14 @@ class _Cascade:
     async def run(self) -> SkillResult:
         learning = self.run_.endpoints.learning
         if learning is None:
-            self.floor = serving_floor(self.skill, None, "")
+            self.floor = serving_floor(self.skill, None)
             return await self._climb()
         route = await learning.route(self.skill.name)
         self.slm_model = serving_model(self.skill, route, self.run_.endpoints.slm.endpoint.default_model)
         calibrated = None
         if self.skill.target_precision is not None and self.skill.manual_floor is None:
             calibrated = await learning.floor(self.skill, self.slm_model)
-        self.floor = serving_floor(self.skill, calibrated, constraint_id(self.skill) if calibrated else "")
+        self.floor = serving_floor(self.skill, calibrated)
         shadow = None
         if route.candidate and route.candidate != route.current and random.random() < route.shadow_rate:
             shadow = asyncio.create_task(self._shadow(route.candidate))
@@ -161,9 +159,9 @@ class _Cascade:
                 log.warning("audit of %s: the LLM failed (%s)", self.skill.name, exc)
             else:
                 verdict = judge(self.skill, completion, self.values, dialect=llm.endpoint.dialect,
-                                tools=self.run_.tools, gate_confidence=False)  # fmt: skip
+                                tools=self.run_.tools)  # fmt: skip
                 if verdict.ok:
-                    answer = _jsonable(verdict.answer)
+                    answer = kept_form(verdict.answer)
                     agree = answer_key(answer) == answer_key(kept.answer)
             span.set_attribute("slmflow.audit_agree", str(agree))
         await learning.keep_audit(self.skill, self.slm_name(), self.values, kept.confidence, agree, answer)
@@ -175,7 +173,7 @@ class _Cascade:
             verdict = await self._run_tier(tier, client, model, attempts)
             if verdict.ok:
                 self.result.status, self.result.tier = "ok", tier
-                self.result.answer = _jsonable(verdict.answer)
+                self.result.answer = kept_form(verdict.answer)
                 self.result.confidence = verdict.confidence
                 return self.result
             assert verdict.reason is not None
@@ -225,8 +223,9 @@ class _Cascade:
             reason = EscalationReason.TIMEOUT if isinstance(exc, ModelTimeout) else EscalationReason.MODEL_UNAVAILABLE
             return Verdict.reject(reason, str(exc)), None
         sampled = tier is Tier.SLM and self.skill.signal == "agreement"
+        floor = self.floor if tier is Tier.SLM and not sampled else 0.0  # the LLM's answers are not gated
         verdict = judge(self.skill, completion, self.values, dialect=client.endpoint.dialect, tools=self.run_.tools,
-                        floor=self.floor, gate_confidence=tier is Tier.SLM and not sampled)  # fmt: skip
+                        floor=floor)  # fmt: skip
         if sampled and verdict.ok:
             verdict = gate(verdict, await self._agreement(client, model, messages, request, verdict), self.floor)
         if tier is Tier.SLM and self.first_slm is None:
@@ -253,13 +252,8 @@ class _Cascade:
             first = samples[0]
             self.result.usage.add_call(Tier.SLM, first.input_tokens, first.output_tokens, first.latency_s,
                                        client.endpoint.cost(first.input_tokens, first.output_tokens))  # fmt: skip
-            greedy = answer_key(_jsonable(verdict.answer))
-            agree = 0
-            for sample in samples:
-                judged = judge(skill, sample, self.values, dialect=client.endpoint.dialect, tools=self.run_.tools,
-                               gate_confidence=False)  # fmt: skip
-                agree += judged.ok and answer_key(_jsonable(judged.answer)) == greedy
-            share = agree / len(samples)
+            share = agreement(skill, verdict.answer, samples, self.values, dialect=client.endpoint.dialect,
+                              tools=self.run_.tools)  # fmt: skip
             span.set_attribute("slmflow.agreement", share)
         return share
 
@@ -277,9 +271,9 @@ class _Cascade:
                 span.set_attribute("slmflow.verdict", "model_unavailable")
                 log.warning("shadow candidate %s of %s failed: %s", candidate, self.skill.name, exc)
                 return None
+            floor = 0.0 if self.skill.signal == "agreement" else self.floor  # no samples for a shadow
             verdict = judge(self.skill, completion, self.values, dialect=client.endpoint.dialect,
-                            tools=self.run_.tools, floor=self.floor,
-                            gate_confidence=self.skill.signal != "agreement")  # fmt: skip
+                            tools=self.run_.tools, floor=floor)  # fmt: skip
             span.set_attribute("slmflow.verdict", "ok" if verdict.ok else str(verdict.reason))
         return _judged(verdict, completion)
 
@@ -384,23 +378,7 @@ def _raw_output(completion: Completion | None) -> Any:
 
 def _judged(verdict: Verdict, completion: Completion) -> tuple[bool, Any]:
     """Whether an answer passed, and the answer in the kept answer's form (parsed when valid)."""
-    return verdict.ok, _jsonable(verdict.answer) if verdict.ok else said(_raw_output(completion))
-
-
-def _jsonable(answer: Any) -> Any:
-    if isinstance(answer, BaseModel):
-        return answer.model_dump(mode="json")
-    if isinstance(answer, list) and answer and isinstance(answer[0], ToolCall):
-        return [{"name": c.name, "arguments": c.arguments, "result": _json_safe(c.result)} for c in answer]
-    return answer
-
-
-def _json_safe(value: Any) -> Any:
-    try:
-        json.dumps(value)
-        return value
-    except (TypeError, ValueError):
-        return str(value)
+    return verdict.ok, kept_form(verdict.answer) if verdict.ok else said(_raw_output(completion))
 
 
 def _observe(span: Any, skill: str, tier: Tier, verdict: Verdict, completion: Completion | None) -> None:

@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from slmflow.calibration import constraint_id
 from slmflow.results import SkillResult
 from slmflow.skills import Skill
 from slmflow.tools import ToolRegistry
@@ -107,7 +108,7 @@ class Floor:
     """Where it comes from: a dataset-store calibration id, or the project's floors file."""
 
 
-def serving_floor(skill: Skill, calibrated: Floor | None, constraint_id: str) -> float | None:
+def serving_floor(skill: Skill, calibrated: Floor | None) -> float | None:
     """The confidence floor an SLM answer of `skill` must meet; None: nothing can vouch for it
     (escalate every answer).
 
@@ -121,7 +122,7 @@ def serving_floor(skill: Skill, calibrated: Floor | None, constraint_id: str) ->
         return skill.min_confidence
     if calibrated is None or calibrated.value is None:
         return None
-    if calibrated.constraint_id != constraint_id or calibrated.signal != skill.signal:
+    if calibrated.constraint_id != constraint_id(skill) or calibrated.signal != skill.signal:
         return None  # calibrated under another constraint or signal: it vouches for nothing here
     if calibrated.target < skill.target_precision:
         return None

@@ -13,8 +13,9 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
+from slmflow.answers import answer_key
 from slmflow.errors import ToolError, ToolNotGranted
 from slmflow.models import Completion, Dialect
 from slmflow.redaction import excerpt
@@ -23,8 +24,8 @@ from slmflow.skills import Label, Object, Skill, ToolCalls
 from slmflow.tools import ToolCall, ToolRegistry
 
 __all__ = [
-    "FORCED_LOGPROB", "Verdict", "confidence", "constraint", "gate", "judge", "logprob_signals", "review_errors",
-    "scoring_fields",
+    "FORCED_LOGPROB", "Verdict", "agreement", "confidence", "constraint", "gate", "judge", "kept_form",
+    "logprob_signals", "review_errors", "scoring_fields",
 ]  # fmt: skip
 
 
@@ -141,9 +142,8 @@ def judge(
     dialect: Dialect,
     tools: ToolRegistry | None,
     floor: float | None = 0.0,
-    gate_confidence: bool = True,
 ) -> Verdict:
-    """Parse the completion, check it, and gate it on `floor` (when `gate_confidence`: SLM tier only)."""
+    """Parse the completion, check it, and gate it on `floor` (the SLM's; 0 gates nothing)."""
     conf = confidence(skill, completion)
     parsed = _parse(skill, completion, dialect, tools)
     if not parsed.ok:
@@ -153,7 +153,37 @@ def judge(
     if errors:
         return Verdict.reject(EscalationReason.CHECK_FAILED, *errors, confidence=conf)
     verdict = Verdict(ok=True, answer=parsed.answer, confidence=conf)
-    return gate(verdict, conf, floor) if gate_confidence else verdict
+    return gate(verdict, conf, floor)
+
+
+def kept_form(answer: Any) -> Any:
+    """A checked answer as the cascade keeps it: JSON values (an object as a dict, tool calls with
+    their results)."""
+    if isinstance(answer, BaseModel):
+        return answer.model_dump(mode="json")
+    if isinstance(answer, list) and answer and isinstance(answer[0], ToolCall):
+        return [{"name": c.name, "arguments": c.arguments, "result": _json_safe(c.result)} for c in answer]
+    return answer
+
+
+def _json_safe(value: Any) -> Any:
+    try:
+        json.dumps(value)
+        return value
+    except (TypeError, ValueError):
+        return str(value)
+
+
+def agreement(skill: Skill, greedy: Any, samples: list[Completion], values: dict[str, Any], *, dialect: Dialect,
+              tools: ToolRegistry | None) -> float:  # fmt: skip
+    """Self-consistency: the share of sampled answers that pass the same checks and equal the greedy
+    answer (`greedy` as checked: a label, an object, or tool calls)."""
+    key = answer_key(kept_form(greedy))
+    agree = 0
+    for sample in samples:
+        judged = judge(skill, sample, values, dialect=dialect, tools=tools)
+        agree += judged.ok and answer_key(kept_form(judged.answer)) == key
+    return agree / len(samples)
 
 
 def _parse(skill: Skill, completion: Completion, dialect: Dialect, tools: ToolRegistry | None) -> Verdict:

@@ -10,7 +10,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from slmflow.calibration import constraint_id, precision_lower_bound
+from slmflow.calibration import precision_lower_bound, precision_upper_bound
 from slmflow.cli.output import console, err_console, print_json
 from slmflow.errors import InvalidInput
 from slmflow.hooks import serving_floor, serving_model
@@ -227,7 +227,7 @@ def _floor(settings: Settings, store: DatasetStore, skill: Skill, model: str) ->
     """The confidence floor the skill's SLM answers must meet on `model`, and where it comes from."""
     learning = Learning(store, follow_routes=False, floors_file=project_floors_file(settings))
     calibrated = asyncio.run(learning.floor(skill, model)) if skill.target_precision is not None else None
-    value = serving_floor(skill, calibrated, constraint_id(skill))
+    value = serving_floor(skill, calibrated)
     if skill.manual_floor is not None:
         shown = f"{value:.3f} (min_confidence set by hand; it wins over calibration)"
     elif skill.target_precision is None:
@@ -256,7 +256,7 @@ def _audits(store: DatasetStore, skill: Skill, model: str) -> dict[str, Any]:
         return figures
     figures["precision"] = agreed / len(judged)
     figures["lower"] = precision_lower_bound(agreed, len(judged))
-    figures["upper"] = 1.0 - precision_lower_bound(len(judged) - agreed, len(judged))
+    figures["upper"] = precision_upper_bound(agreed, len(judged))
     alarm = audit_alarm(recent, skill.target_precision) if skill.target_precision is not None else None
     figures["alarm"] = alarm
     shown = (f"the LLM agreed with {agreed} of {len(judged)} ({figures['precision']:.1%}; 95% bounds "

@@ -18,7 +18,7 @@ from typing import Any
 
 from slmflow import telemetry
 from slmflow.answers import Tier, answer_key, input_hash
-from slmflow.calibration import constraint_id, precision_lower_bound
+from slmflow.calibration import constraint_id, precision_upper_bound
 from slmflow.errors import ProjectError
 from slmflow.hooks import Floor, Route
 from slmflow.learning.floors import FLOORS_FILE, read_floors_file
@@ -260,7 +260,7 @@ def audit_alarm(recent: list[AuditRecord], target: float) -> str | None:
     if len(judged) < AUDIT_MIN:
         return None
     agreed = sum(judged)
-    upper = 1.0 - precision_lower_bound(len(judged) - agreed, len(judged))
+    upper = precision_upper_bound(agreed, len(judged))
     if upper >= target:
         return None
     return (f"the LLM agreed with {agreed} of the last {len(judged)} audited answers: precision is at most "

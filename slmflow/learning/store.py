@@ -391,7 +391,7 @@ class DatasetStore:
 
     def floors(self, skill: str, model: str | None = None) -> list[FloorRecord]:
         """A skill's calibrations (on one model when given), newest first."""
-        where, params = ("skill = ?", (skill,)) if model is None else ("skill = ? AND model = ?", (skill, model))
+        where, params = _of(skill, model)
         rows = self._execute(
             "SELECT id, created_at, skill, model, constraint_id, signal, target, floor, figures, data_hash,"
             f" input_hashes FROM slmflow_floors WHERE {where} ORDER BY created_at DESC, id",
@@ -427,7 +427,7 @@ class DatasetStore:
 
     def audits(self, skill: str, model: str | None = None, limit: int = 200) -> list[AuditRecord]:
         """A skill's latest audits (on one model when given), newest first."""
-        where, params = ("skill = ?", (skill,)) if model is None else ("skill = ? AND model = ?", (skill, model))
+        where, params = _of(skill, model)
         rows = self._execute(
             "SELECT id, created_at, skill, model, input_hash, confidence, agree, llm_answer FROM slmflow_audits"
             f" WHERE {where} ORDER BY created_at DESC, id LIMIT {int(limit)}",
@@ -491,6 +491,11 @@ _INSERT_EVENT = (
 def _event_row(event: AdapterEvent) -> tuple[Any, ...]:
     return (event.id, event.created_at, event.skill, event.action, event.adapter, event.previous,
             json.dumps(event.figures), event.note)  # fmt: skip
+
+
+def _of(skill: str, model: str | None) -> tuple[str, tuple[str, ...]]:
+    """The WHERE clause and parameters of a skill's rows, on one model when given."""
+    return ("skill = ?", (skill,)) if model is None else ("skill = ? AND model = ?", (skill, model))
 
 
 def _bit(value: bool | None) -> int | None:

@@ -40,6 +40,13 @@ def test_lower_bound_is_the_clopper_pearson_one(right: int, kept: int, expected:
     assert precision_lower_bound(right, kept) == pytest.approx(expected, abs=1e-4)
 
 
+def test_upper_bound_mirrors_the_lower_one() -> None:
+    from slmflow.calibration import precision_upper_bound
+
+    assert precision_upper_bound(1, 10) == pytest.approx(1 - precision_lower_bound(9, 10))
+    assert precision_upper_bound(10, 10) == 1.0
+
+
 def test_the_fewest_labels_that_can_meet_a_target() -> None:
     assert (min_kept(0.9), min_kept(0.95)) == (29, 59)
     assert precision_lower_bound(28, 28) < 0.9 <= precision_lower_bound(29, 29)
@@ -114,15 +121,15 @@ targeted = skill.model_copy(update={"target_precision": 0.9})
 def test_serving_floor_rules() -> None:
     cid = constraint_id(targeted)
     calibrated = Floor(0.8, 0.9, "joint", cid)
-    assert serving_floor(skill, None, cid) == 0.0  # no target: today's behaviour
-    assert serving_floor(targeted, None, cid) is None  # a target and no calibration: escalate
-    assert serving_floor(targeted, calibrated, cid) == 0.8
-    assert serving_floor(targeted, Floor(None, 0.9, "joint", cid), cid) is None
-    assert serving_floor(targeted, Floor(0.8, 0.8, "joint", cid), cid) is None  # calibrated for less
-    assert serving_floor(targeted, calibrated, "another") is None  # the constraint changed
+    assert serving_floor(skill, None) == 0.0  # no target: today's behaviour
+    assert serving_floor(targeted, None) is None  # a target and no calibration: escalate
+    assert serving_floor(targeted, calibrated) == 0.8
+    assert serving_floor(targeted, Floor(None, 0.9, "joint", cid)) is None
+    assert serving_floor(targeted, Floor(0.8, 0.8, "joint", cid)) is None  # calibrated for less
+    assert serving_floor(targeted, Floor(0.8, 0.9, "joint", "another")) is None  # the constraint changed
     manual = Skill(name="classify", instructions="Classify.", prompt="{ticket}", output=Label(labels=LABELS),
                    target_precision=0.9, min_confidence=0.3)  # fmt: skip
-    assert serving_floor(manual, calibrated, cid) == 0.3  # set explicitly, it wins
+    assert serving_floor(manual, calibrated) == 0.3  # set explicitly, it wins
 
 
 def test_a_new_label_voids_the_calibration() -> None:
