@@ -11,10 +11,11 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-__all__ = ["Tier", "answer_key", "input_hash", "said"]
+__all__ = ["Judged", "Tier", "answer_key", "input_hash", "said"]
 
 
 class Tier(StrEnum):
@@ -23,6 +24,16 @@ class Tier(StrEnum):
     SLM = "slm"
     LLM = "llm"
     HUMAN = "human"
+
+
+@dataclass(frozen=True)
+class Judged:
+    """One model's first answer to an input as judged: whether it passed, the answer (kept form when
+    it passed, as written otherwise), and its confidence by the skill's signal."""
+
+    passed: bool
+    answer: Any
+    confidence: float | None = None
 
 
 def input_hash(values: Mapping[str, Any]) -> str:

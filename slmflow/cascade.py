@@ -29,7 +29,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from slmflow import telemetry
-from slmflow.answers import Tier, answer_key, input_hash, said
+from slmflow.answers import Judged, Tier, answer_key, input_hash, said
 from slmflow.errors import ModelError, ModelTimeout, ToolError, ToolOutcomeUnknown
 from slmflow.hooks import CascadeHooks, serving_floor, serving_model
 from slmflow.models import Completion, Endpoints, ModelClient
@@ -101,8 +101,8 @@ class _Cascade:
         self.base_messages = render_messages(skill, values, run.tools)
         self.result = SkillResult(skill=skill.name, status="needs_review")
         self.slm_model = skill.model
-        self.first_slm: tuple[bool, Any] | None = None
-        """Whether the SLM's first answer passed, and the answer (before any tool ran): what a shadow meets."""
+        self.first_slm: Judged | None = None
+        """The SLM's first answer as judged (before any tool ran): what a shadow candidate meets."""
         self.floor: float | None = None
         """The floor the SLM's answers must meet (None: no calibration vouches; escalate); set by `run`."""
 
@@ -134,19 +134,32 @@ class _Cascade:
                 shadow.cancel()
             raise
         candidate = await shadow if shadow is not None else None
-        if candidate is not None and self.first_slm is not None and route.candidate:
-            await learning.compare_shadow(self.skill.name, self.slm_name(), route.candidate, self.first_slm,
-                                          candidate, self.result)  # fmt: skip
+        compared = None
+        if route.candidate and candidate is not None and self.first_slm is not None:
+            compared = (route.candidate, candidate)
         if learning.record:
             await self._keep(learning)
         llm = self.run_.endpoints.llm
-        if result.ok and result.tier is Tier.SLM and llm is not None and random.random() < learning.audit_rate:
-            self.run_.endpoints.spawn(self._audit(learning, llm))  # off the job's path
+        kept_by_slm = result.ok and result.tier is Tier.SLM
+        if kept_by_slm and llm is not None and (compared is not None or random.random() < learning.audit_rate):
+            # A shadowed call the SLM answered has no reference yet: the audit gives it one, so the
+            # gate can score both models on the calls they keep, not only on the ones escalated.
+            self.run_.endpoints.spawn(self._audit(learning, llm, compared))  # off the job's path
+        elif compared is not None:
+            reference = result.answer if result.ok and not kept_by_slm else None
+            await self._compare(learning, compared, reference, str(result.tier) if reference is not None else None)
         return result
 
-    async def _audit(self, learning: CascadeHooks, llm: ModelClient) -> None:
+    async def _compare(self, learning: CascadeHooks, compared: tuple[str, Judged], reference: Any,
+                       source: str | None) -> None:  # fmt: skip
+        assert self.first_slm is not None
+        await learning.compare_shadow(self.skill.name, self.slm_name(), compared[0], self.first_slm, compared[1],
+                                      reference, source, input_hash(self.values))  # fmt: skip
+
+    async def _audit(self, learning: CascadeHooks, llm: ModelClient, compared: tuple[str, Judged] | None) -> None:
         """The LLM answers the same input; does it agree with the kept SLM answer? Its tool calls are
-        judged, never run. Kept with the skill and model: online precision, and the alarm."""
+        judged, never run. Kept with the skill and model: online precision, and the alarm; a shadow
+        comparison of the same call is scored against the LLM's answer."""
         kept = self.result
         request = constraint(self.skill, llm.endpoint.dialect, self.run_.tools)
         agree: bool | None = None
@@ -165,6 +178,8 @@ class _Cascade:
                     agree = answer_key(answer) == answer_key(kept.answer)
             span.set_attribute("slmflow.audit_agree", str(agree))
         await learning.keep_audit(self.skill, self.slm_name(), self.values, kept.confidence, agree, answer)
+        if compared is not None:
+            await self._compare(learning, compared, answer, str(Tier.LLM) if answer is not None else None)
 
     async def _climb(self) -> SkillResult:
         self.result.usage.all_llm_cost = 0.0
@@ -257,8 +272,9 @@ class _Cascade:
             span.set_attribute("slmflow.agreement", share)
         return share
 
-    async def _shadow(self, candidate: str) -> tuple[bool, Any] | None:
-        """The candidate adapter's verdict on this input; its tool calls are judged, never run."""
+    async def _shadow(self, candidate: str) -> Judged | None:
+        """The candidate adapter's verdict on this input, by its checks alone (the gate calibrates the
+        candidate's own floor from its confidences); its tool calls are judged, never run."""
         client = self.run_.endpoints.slm
         request = constraint(self.skill, client.endpoint.dialect, self.run_.tools) | scoring_fields(self.skill)
         with telemetry.chat_span(candidate, Tier.SLM, 0) as span:
@@ -271,9 +287,8 @@ class _Cascade:
                 span.set_attribute("slmflow.verdict", "model_unavailable")
                 log.warning("shadow candidate %s of %s failed: %s", candidate, self.skill.name, exc)
                 return None
-            floor = 0.0 if self.skill.signal == "agreement" else self.floor  # no samples for a shadow
             verdict = judge(self.skill, completion, self.values, dialect=client.endpoint.dialect,
-                            tools=self.run_.tools, floor=floor)  # fmt: skip
+                            tools=self.run_.tools, floor=0.0)  # fmt: skip
             span.set_attribute("slmflow.verdict", "ok" if verdict.ok else str(verdict.reason))
         return _judged(verdict, completion)
 
@@ -376,9 +391,10 @@ def _raw_output(completion: Completion | None) -> Any:
     return completion.text
 
 
-def _judged(verdict: Verdict, completion: Completion) -> tuple[bool, Any]:
-    """Whether an answer passed, and the answer in the kept answer's form (parsed when valid)."""
-    return verdict.ok, kept_form(verdict.answer) if verdict.ok else said(_raw_output(completion))
+def _judged(verdict: Verdict, completion: Completion) -> Judged:
+    """Whether an answer passed, the answer in the kept answer's form (parsed when valid), its confidence."""
+    answer = kept_form(verdict.answer) if verdict.ok else said(_raw_output(completion))
+    return Judged(verdict.ok, answer, verdict.confidence)
 
 
 def _observe(span: Any, skill: str, tier: Tier, verdict: Verdict, completion: Completion | None) -> None:

@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from slmflow.answers import Judged
 from slmflow.calibration import constraint_id
 from slmflow.results import SkillResult
 from slmflow.skills import Skill
@@ -87,10 +88,11 @@ class CascadeHooks(Protocol):
         ...
 
     async def compare_shadow(
-        self, skill: str, current: str, candidate: str, mine: tuple[bool, Any], theirs: tuple[bool, Any],
-        kept: SkillResult,
+        self, skill: str, current: str, candidate: str, mine: Judged, theirs: Judged, reference: Any,
+        source: str | None, input_hash: str,
     ) -> None:  # fmt: skip
-        """Keep how the current model's first answer and the candidate's compare; never raises."""
+        """Keep how the current model's first answer and the candidate's compare, each against
+        `reference` (the LLM's or a reviewer's answer, by `source`; None: there is none); never raises."""
         ...
 
 

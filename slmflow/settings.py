@@ -106,7 +106,8 @@ class Settings(BaseSettings):
     promote_min_calls: int = Field(default=20, ge=1)
     """Shadow calls a candidate adapter needs before `slmflow distill promote` may switch to it."""
     promote_margin: float = Field(default=0.05, ge=0, le=1)
-    """How much a candidate's shadow pass rate must exceed the current model's to be promoted."""
+    """How much more of the shadow calls a candidate must keep (at its calibrated floor) than the current
+    model keeps, to be promoted; its precision must meet the target as well."""
     project: Path | None = None
     """Project directory (holding `slmflow.toml` or `[tool.slmflow]`); default: the cwd."""
 

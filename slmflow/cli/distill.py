@@ -151,14 +151,22 @@ def shadow(
 @app.command()
 def promote(
     skill: Annotated[str, typer.Argument(help="The skill.")],
+    target: Annotated[
+        float | None,
+        typer.Option(
+            help="Precision the candidate must be vouched for at; default: the skill's target_precision, else 0.9.",
+        ),
+    ] = None,
     json_output: JsonOption = False,
 ) -> None:
-    """Switch the skill to its candidate, only if its shadow figures beat the current model's."""
+    """Switch the skill to its candidate, only if it is right often enough (by the calibration's bound,
+    against the LLM's and reviewers' answers) and keeps more calls than the current model."""
     settings = load_settings()
     spec_skill, _ = find_project(settings.project).find_skill(skill)
     promoted, figures, why = adapter_ops.promote(
-        _store(settings), skill, _base_model(settings, spec_skill),
+        _store(settings), spec_skill, _base_model(settings, spec_skill),
         min_calls=settings.promote_min_calls, margin=settings.promote_margin,
+        target=_target(spec_skill, target),
     )  # fmt: skip
     if json_output:
         print_json({"promoted": promoted, "reason": why, "figures": figures.model_dump()})
@@ -190,7 +198,8 @@ def status(
     spec_skill, _ = find_project(settings.project).find_skill(skill)
     store = _store(settings, recorded=True)
     route = store.route(skill)
-    figures = adapter_ops.shadow_figures(store, skill, _base_model(settings, spec_skill)) if route.candidate else None
+    base = _base_model(settings, spec_skill)
+    figures = adapter_ops.shadow_figures(store, spec_skill, base, _target(spec_skill)) if route.candidate else None
     versions = store.version_figures(skill)
     events = store.events(skill)
     served = route.current or _base_model(settings, spec_skill)
@@ -209,9 +218,12 @@ def status(
     console.print(f"floor: {floor['shown']}")
     console.print(f"audits: {audits['shown']}")
     if figures:
+        at = (f"floor {figures.candidate_floor:.4f}" if figures.candidate_floor is not None
+              else f"no floor meets {figures.target:.0%}")  # fmt: skip
         console.print(
-            f"shadow: {figures.calls} calls, agreement {figures.agreement:.2f}, pass rate "
-            f"{figures.candidate_pass_rate:.2f} (candidate) vs {figures.current_pass_rate:.2f} (current)"
+            f"shadow: {figures.calls} calls ({figures.referenced} with a reference), agreement "
+            f"{figures.agreement:.2f}; coverage {figures.candidate_coverage:.1%} (candidate, {at}) vs "
+            f"{figures.current_coverage:.1%} (current)"
         )
     table = Table("version", "runs", "escalation rate")
     for v in versions:
@@ -221,6 +233,17 @@ def status(
         console.print(
             f"[dim]{event.action}[/] {event.adapter or 'base'} (from {event.previous or 'base'}) {event.note}"
         )
+
+
+def _target(skill: Skill, given: float | None = None) -> float:
+    """The precision a candidate is judged at: as given, else the skill's target, else 0.9."""
+    target = given if given is not None else skill.target_precision or DEFAULT_PROMOTE_TARGET
+    if not 0.0 < target < 1.0:
+        raise InvalidInput(f"--target {target} must be within (0, 1): the share of kept answers that must be right")
+    return target
+
+
+DEFAULT_PROMOTE_TARGET = 0.9
 
 
 def _floor(settings: Settings, store: DatasetStore, skill: Skill, model: str) -> dict[str, Any]:

@@ -2,12 +2,17 @@
 
 A skill's route says which adapter serves it (`current`, None for the base model) and which one
 runs beside it in shadow (`candidate`, on a `shadow_rate` sample of live calls). `promote` switches
-to the candidate only when its shadow figures beat the current model's by the set margin on enough
-calls; `rollback` switches back. Every change, and every refusal, is an event with its figures.
+to the candidate only on correctness: on the shadow calls that have a reference (the LLM's answer
+to an escalation or an audit, or a reviewer's), the candidate's floor is calibrated by the same
+bound rule as `slmflow calibrate`, and the candidate must keep more of the calls at that floor than
+the current model keeps at its own. A higher pass rate alone never promotes. The floor it was judged
+at is stored with the promotion, so the candidate serves at it. `rollback` switches back. Every
+change, and every refusal, is an event with its figures.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import urllib.error
 import urllib.request
@@ -16,10 +21,12 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from slmflow.calibration import Calibration, Outcome, choose_floor, constraint_id
 from slmflow.errors import EndpointUnreachable, InvalidInput, UsageError
-from slmflow.learning.store import AdapterEvent, DatasetStore, Route, ShadowCall
+from slmflow.learning.store import AdapterEvent, DatasetStore, FloorRecord, Route, ShadowCall
 from slmflow.local_server import server_is_up
 from slmflow.redaction import mask_url
+from slmflow.skills import Skill
 
 __all__ = [
     "ShadowFigures",
@@ -66,33 +73,55 @@ def load_adapter(base_url: str, name: str, path: Path, timeout: float = 120.0) -
 
 
 class ShadowFigures(BaseModel):
-    """How a candidate did beside the current model on the same live calls."""
+    """How a candidate did beside the current model on the same live calls, scored for correctness."""
 
     skill: str
     current: str
     candidate: str
+    target: float
+    """The precision the candidate's kept answers must be vouched for at (the skill's target)."""
     calls: int
     agreement: float
     current_pass_rate: float
+    """Share of calls whose first answer the current model kept (checks and its serving floor)."""
     candidate_pass_rate: float
+    """Share of calls whose answer passed the candidate's checks (before any floor)."""
     referenced: int
-    """Calls whose kept answer came from the LLM or a reviewer: the reference both are scored on."""
+    """Calls with a reference answer (the LLM's, from an escalation or an audit, or a reviewer's)."""
     current_accuracy: float | None
     candidate_accuracy: float | None
+    current_precision: float | None
+    """Share of the current model's kept answers that were right, on referenced calls."""
+    current_coverage: float
+    """Share of calls the current model kept."""
+    candidate_floor: float | None
+    """The lowest floor at which the candidate's precision on referenced calls meets the target by the
+    95% Clopper-Pearson bound; None: none does (the reason says why)."""
+    candidate_precision: float | None
+    candidate_precision_lower: float | None
+    candidate_coverage: float
+    """Share of calls the candidate would keep at its floor (0 without one)."""
+    calibration: str = ""
 
     @classmethod
-    def of(cls, skill: str, current: str, candidate: str, calls: list[ShadowCall]) -> ShadowFigures:
-        """Figures over a list of shadow calls."""
+    def of(cls, skill: str, current: str, candidate: str, calls: list[ShadowCall], target: float) -> ShadowFigures:
+        """Figures over a list of shadow calls, the candidate's floor calibrated on the referenced ones."""
         n = len(calls)
-        referenced = [c for c in calls if c.current_right is not None]
+        referenced = [c for c in calls if c.candidate_right is not None]
 
         def rate(values: list[bool]) -> float:
             return sum(values) / len(values) if values else 0.0
 
+        calibration = _candidate_floor(referenced, target)
+        floor = calibration.floor
+        kept = [c for c in calls if c.candidate_ok and floor is not None and (c.candidate_confidence or 0.0) >= floor]
+        current_kept = [c for c in referenced if c.current_ok]
+        chosen = calibration.chosen
         return cls(
             skill=skill,
             current=current,
             candidate=candidate,
+            target=target,
             calls=n,
             agreement=rate([c.agree for c in calls]),
             current_pass_rate=rate([c.current_ok for c in calls]),
@@ -100,7 +129,20 @@ class ShadowFigures(BaseModel):
             referenced=len(referenced),
             current_accuracy=rate([bool(c.current_right) for c in referenced]) if referenced else None,
             candidate_accuracy=rate([bool(c.candidate_right) for c in referenced]) if referenced else None,
+            current_precision=rate([bool(c.current_right) for c in current_kept]) if current_kept else None,
+            current_coverage=rate([c.current_ok for c in calls]),
+            candidate_floor=floor,
+            candidate_precision=chosen.precision if chosen else None,
+            candidate_precision_lower=chosen.lower if chosen else None,
+            candidate_coverage=len(kept) / n if n else 0.0,
+            calibration=calibration.reason,
         )
+
+
+def _candidate_floor(referenced: list[ShadowCall], target: float) -> Calibration:
+    """The candidate's floor, by the calibration's own rule, on the calls that have a reference."""
+    outcomes = [Outcome(c.candidate_confidence or 0.0, c.candidate_ok, bool(c.candidate_right)) for c in referenced]
+    return choose_floor(outcomes, target)
 
 
 def _current_name(route: Route, base_model: str) -> str:
@@ -140,54 +182,72 @@ def start_shadow(store: DatasetStore, skill: str, candidate: str, rate: float) -
     return new
 
 
-def shadow_figures(store: DatasetStore, skill: str, base_model: str) -> ShadowFigures:
-    """The shadow figures of the skill's candidate against its current model."""
-    route = store.route(skill)
+def shadow_figures(store: DatasetStore, skill: Skill, base_model: str, target: float) -> ShadowFigures:
+    """The shadow figures of the skill's candidate against its current model, at `target` precision."""
+    route = store.route(skill.name)
     if not route.candidate:
         raise InvalidInput(
-            f"{skill} has no candidate in shadow: start one with `slmflow distill shadow {skill} ADAPTER`"
+            f"{skill.name} has no candidate in shadow: start one with `slmflow distill shadow {skill.name} ADAPTER`"
         )
     current = _current_name(route, base_model)
-    return ShadowFigures.of(skill, current, route.candidate, store.shadow_calls(skill, route.candidate, current))
+    calls = store.shadow_calls(skill.name, route.candidate, current)
+    return ShadowFigures.of(skill.name, current, route.candidate, calls, target)
 
 
 def promote(
-    store: DatasetStore, skill: str, base_model: str, *, min_calls: int, margin: float
+    store: DatasetStore, skill: Skill, base_model: str, *, min_calls: int, margin: float, target: float
 ) -> tuple[bool, ShadowFigures, str]:
-    """Switch the skill to its candidate if the shadow figures justify it; (promoted, figures, why)."""
-    figures = shadow_figures(store, skill, base_model)
-    route = store.route(skill)
+    """Switch the skill to its candidate if it is right often enough where it answers and answers more
+    often than the current model; (promoted, figures, why). The candidate's floor is stored with it."""
+    figures = shadow_figures(store, skill, base_model, target)
+    route = store.route(skill.name)
     why = _refusal(figures, min_calls, margin)
     data: dict[str, Any] = {**figures.model_dump(), "min_calls": min_calls, "margin": margin}
     if why:
-        store.add_event(AdapterEvent(skill=skill, action="refuse", adapter=route.candidate, previous=route.current,
-                                     figures=data, note=why))  # fmt: skip
+        store.add_event(AdapterEvent(skill=skill.name, action="refuse", adapter=route.candidate,
+                                     previous=route.current, figures=data, note=why))  # fmt: skip
         return False, figures, why
+    assert figures.candidate_precision is not None and figures.candidate_precision_lower is not None
     why = (
-        f"pass rate {figures.candidate_pass_rate:.2f} vs {figures.current_pass_rate:.2f} over {figures.calls} calls "
-        f"(margin {margin:.2f})"
+        f"precision {figures.candidate_precision:.1%} (95% bound {figures.candidate_precision_lower:.1%} >= target "
+        f"{target:.0%}) on {figures.referenced} referenced calls at floor {figures.candidate_floor:.4f}; coverage "
+        f"{figures.candidate_coverage:.1%} against {figures.current_coverage:.1%} over {figures.calls} calls"
     )
-    new = Route(skill=skill, current=route.candidate, previous=route.current, candidate=None, shadow_rate=0.0)
-    store.set_route(new, AdapterEvent(skill=skill, action="promote", adapter=route.candidate, previous=route.current,
-                                      figures=data, note=why))  # fmt: skip
+    store.add_floor(_promoted_floor(store, skill, figures))
+    new = Route(skill=skill.name, current=route.candidate, previous=route.current, candidate=None, shadow_rate=0.0)
+    store.set_route(new, AdapterEvent(skill=skill.name, action="promote", adapter=route.candidate,
+                                      previous=route.current, figures=data, note=why))  # fmt: skip
     return True, figures, why
+
+
+def _promoted_floor(store: DatasetStore, skill: Skill, figures: ShadowFigures) -> FloorRecord:
+    """The floor the candidate was judged at, versioned like a calibration, so it serves at it."""
+    calls = store.shadow_calls(skill.name, figures.candidate, figures.current)
+    hashes = sorted({c.input_hash for c in calls if c.candidate_right is not None and c.input_hash})
+    return FloorRecord(
+        skill=skill.name, model=figures.candidate, constraint_id=constraint_id(skill), signal=skill.signal,
+        target=figures.target, floor=figures.candidate_floor,
+        figures={"kept": round(figures.candidate_coverage * figures.calls), "precision": figures.candidate_precision,
+                 "precision_lower": figures.candidate_precision_lower, "coverage": figures.candidate_coverage,
+                 "inputs": figures.referenced, "data": f"shadow calls beside {figures.current} (promotion)"},
+        data_hash=hashlib.sha256("\n".join(hashes).encode()).hexdigest(), input_hashes=hashes,
+    )  # fmt: skip
 
 
 def _refusal(figures: ShadowFigures, min_calls: int, margin: float) -> str | None:
     if figures.calls < min_calls:
         return f"only {figures.calls} shadow calls of the {min_calls} needed (SLMFLOW_PROMOTE_MIN_CALLS): wait for more"
-    gain = figures.candidate_pass_rate - figures.current_pass_rate
-    if gain < margin:
+    if figures.candidate_floor is None:
+        detail = figures.calibration or "no floor meets the target"
+        return (f"the candidate's precision cannot be vouched for at {figures.target:.0%} on the {figures.referenced} "
+                f"shadow calls with an LLM or reviewer answer ({detail})")  # fmt: skip
+    gain = figures.candidate_coverage - figures.current_coverage
+    if gain <= margin:
         return (
-            f"the candidate passes {figures.candidate_pass_rate:.2f} of calls against {figures.current_pass_rate:.2f}: "
-            f"a gain of {gain:+.2f}, under the margin of {margin:.2f} (SLMFLOW_PROMOTE_MARGIN)"
+            f"at its floor the candidate keeps {figures.candidate_coverage:.1%} of calls against "
+            f"{figures.current_coverage:.1%} for the current model: a gain of {gain:+.1%}, not above the margin of "
+            f"{margin:.0%} (SLMFLOW_PROMOTE_MARGIN)"
         )
-    if figures.candidate_accuracy is not None and figures.current_accuracy is not None:
-        if figures.candidate_accuracy < figures.current_accuracy:
-            return (
-                f"the candidate agrees with the LLM/reviewer answers less often ({figures.candidate_accuracy:.2f} "
-                f"against {figures.current_accuracy:.2f} on {figures.referenced} calls)"
-            )
     return None
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from slmflow import telemetry
-from slmflow.answers import Tier, answer_key, input_hash
+from slmflow.answers import Judged, answer_key, input_hash
 from slmflow.calibration import constraint_id, precision_upper_bound
 from slmflow.errors import ProjectError
 from slmflow.hooks import Floor, Route
@@ -206,24 +206,27 @@ class Learning:
         )
 
     async def compare_shadow(
-        self, skill: str, current: str, candidate: str, mine: tuple[bool, Any], theirs: tuple[bool, Any],
-        kept: SkillResult,
+        self, skill: str, current: str, candidate: str, mine: Judged, theirs: Judged, reference: Any,
+        source: str | None, input_hash: str,
     ) -> None:  # fmt: skip
         """Store how the current model's first answer and the candidate's compare, and each against
-        the kept answer when the LLM or a reviewer gave it; `mine`/`theirs` are (passed, answer)."""
-        reference = answer_key(kept.answer) if kept.ok and kept.tier is not Tier.SLM else None
-        mine_key, theirs_key = answer_key(mine[1]), answer_key(theirs[1])
+        the reference answer (the LLM's or a reviewer's) when there is one."""
+        ref = None if reference is None else answer_key(reference)
+        mine_key, theirs_key = answer_key(mine.answer), answer_key(theirs.answer)
         await self.keep_shadow(
             ShadowCall(
                 skill=skill,
                 current=current,
                 candidate=candidate,
-                agree=mine[1] is not None and mine_key == theirs_key,
-                current_ok=mine[0],
-                candidate_ok=theirs[0],
-                final_source=kept.tier.value if kept.ok and kept.tier else None,
-                current_right=None if reference is None else mine_key == reference,
-                candidate_right=None if reference is None else theirs_key == reference,
+                input_hash=input_hash,
+                agree=mine.answer is not None and mine_key == theirs_key,
+                current_ok=mine.passed,
+                candidate_ok=theirs.passed,
+                current_confidence=mine.confidence,
+                candidate_confidence=theirs.confidence,
+                final_source=source if ref is not None else None,
+                current_right=None if ref is None else mine.passed and mine_key == ref,
+                candidate_right=None if ref is None else theirs.passed and theirs_key == ref,
             )
         )
 

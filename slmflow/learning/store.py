@@ -46,11 +46,13 @@ _SCHEMA = [
     """CREATE TABLE IF NOT EXISTS slmflow_routes (
         skill TEXT PRIMARY KEY, current TEXT, previous TEXT, candidate TEXT,
         shadow_rate DOUBLE PRECISION NOT NULL, updated_at DOUBLE PRECISION NOT NULL)""",
-    """CREATE TABLE IF NOT EXISTS slmflow_shadow_calls (
+    # v2: confidences and the input, so the gate can calibrate a candidate's floor on its shadow calls.
+    """CREATE TABLE IF NOT EXISTS slmflow_shadow_calls_v2 (
         id TEXT PRIMARY KEY, created_at DOUBLE PRECISION NOT NULL, skill TEXT NOT NULL,
-        current TEXT NOT NULL, candidate TEXT NOT NULL, agree INTEGER NOT NULL, current_ok INTEGER NOT NULL,
-        candidate_ok INTEGER NOT NULL, final_source TEXT, current_right INTEGER, candidate_right INTEGER)""",
-    "CREATE INDEX IF NOT EXISTS slmflow_shadow_calls_pair ON slmflow_shadow_calls (skill, candidate, current)",
+        current TEXT NOT NULL, candidate TEXT NOT NULL, input_hash TEXT NOT NULL, agree INTEGER NOT NULL,
+        current_ok INTEGER NOT NULL, candidate_ok INTEGER NOT NULL, current_confidence DOUBLE PRECISION,
+        candidate_confidence DOUBLE PRECISION, final_source TEXT, current_right INTEGER, candidate_right INTEGER)""",
+    "CREATE INDEX IF NOT EXISTS slmflow_shadow_calls_v2_pair ON slmflow_shadow_calls_v2 (skill, candidate, current)",
     """CREATE TABLE IF NOT EXISTS slmflow_adapter_events (
         id TEXT PRIMARY KEY, created_at DOUBLE PRECISION NOT NULL, skill TEXT NOT NULL, action TEXT NOT NULL,
         adapter TEXT, previous TEXT, figures TEXT NOT NULL, note TEXT NOT NULL)""",
@@ -108,13 +110,21 @@ class ShadowCall(BaseModel):
     skill: str
     current: str
     candidate: str
+    input_hash: str = ""
     agree: bool
     current_ok: bool
+    """The current model's first answer was kept: it passed its checks and its serving floor."""
     candidate_ok: bool
-    final_source: Source | None = None
-    """Who gave the run's kept answer; when not the SLM, it is the reference both are scored on."""
+    """The candidate's answer passed its checks (no floor: the gate calibrates the candidate's own)."""
+    current_confidence: float | None = None
+    candidate_confidence: float | None = None
+    final_source: str | None = None
+    """Who gave the reference both answers are scored on: the LLM (the run's escalation, or an audit
+    of a kept SLM answer) or a reviewer; None: there is no reference."""
     current_right: bool | None = None
+    """The current model's first answer passed and equals the reference (None: no reference)."""
     candidate_right: bool | None = None
+    """The candidate's answer passed its checks and equals the reference (None: no reference)."""
 
 
 class AdapterEvent(BaseModel):
@@ -452,18 +462,20 @@ class DatasetStore:
     def add_shadow_call(self, call: ShadowCall) -> None:
         """Keep one shadow comparison."""
         self._execute(
-            "INSERT INTO slmflow_shadow_calls (id, created_at, skill, current, candidate, agree, current_ok,"
-            " candidate_ok, final_source, current_right, candidate_right) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (uuid.uuid4().hex, time.time(), call.skill, call.current, call.candidate, int(call.agree),
-             int(call.current_ok), int(call.candidate_ok), call.final_source, _bit(call.current_right),
-             _bit(call.candidate_right)),
+            "INSERT INTO slmflow_shadow_calls_v2 (id, created_at, skill, current, candidate, input_hash, agree,"
+            " current_ok, candidate_ok, current_confidence, candidate_confidence, final_source, current_right,"
+            " candidate_right) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (uuid.uuid4().hex, time.time(), call.skill, call.current, call.candidate, call.input_hash,
+             int(call.agree), int(call.current_ok), int(call.candidate_ok), call.current_confidence,
+             call.candidate_confidence, call.final_source, _bit(call.current_right), _bit(call.candidate_right)),
         )  # fmt: skip
 
     def shadow_calls(self, skill: str, candidate: str, current: str) -> list[ShadowCall]:
-        """Shadow comparisons of `candidate` against `current` on `skill`."""
+        """Shadow comparisons of `candidate` against `current` on `skill`, oldest first."""
         rows = self._execute(
-            "SELECT agree, current_ok, candidate_ok, final_source, current_right, candidate_right"
-            " FROM slmflow_shadow_calls WHERE skill = ? AND candidate = ? AND current = ?",
+            "SELECT input_hash, agree, current_ok, candidate_ok, current_confidence, candidate_confidence,"
+            " final_source, current_right, candidate_right FROM slmflow_shadow_calls_v2"
+            " WHERE skill = ? AND candidate = ? AND current = ? ORDER BY created_at",
             (skill, candidate, current),
         )
         return [
@@ -471,12 +483,15 @@ class DatasetStore:
                 skill=skill,
                 current=current,
                 candidate=candidate,
-                agree=bool(r[0]),
-                current_ok=bool(r[1]),
-                candidate_ok=bool(r[2]),
-                final_source=r[3],
-                current_right=_flag(r[4]),
-                candidate_right=_flag(r[5]),
+                input_hash=r[0],
+                agree=bool(r[1]),
+                current_ok=bool(r[2]),
+                candidate_ok=bool(r[3]),
+                current_confidence=r[4],
+                candidate_confidence=r[5],
+                final_source=r[6],
+                current_right=_flag(r[7]),
+                candidate_right=_flag(r[8]),
             )  # fmt: skip
             for r in rows
         ]

@@ -84,32 +84,63 @@ def test_train_refuses_a_dataset_that_is_not_one(tmp_path: Path) -> None:
         read_dataset(tmp_path / "missing.jsonl")
 
 
-def shadowed(store: DatasetStore, skill: str, calls: list[tuple[bool, bool]]) -> None:
+SKILL = classify.model_copy(update={"name": "s"})
+
+
+def shadowed(store: DatasetStore, skill: str, calls: list[tuple[bool, bool, float, bool | None]],
+             current_right: bool | None = None) -> None:  # fmt: skip
+    """Shadow calls of candidate v2 beside `base`: (current kept, candidate passed, candidate's
+    confidence, candidate right: None when the call has no reference)."""
     store.set_route(Route(skill=skill, candidate="v2", shadow_rate=0.5),
                     AdapterEvent(skill=skill, action="shadow", adapter="v2", previous=None))  # fmt: skip
-    for current_ok, candidate_ok in calls:
-        store.add_shadow_call(ShadowCall(skill=skill, current="base", candidate="v2", agree=current_ok == candidate_ok,
-                                         current_ok=current_ok, candidate_ok=candidate_ok))  # fmt: skip
+    for i, (current_ok, candidate_ok, confidence, right) in enumerate(calls):
+        store.add_shadow_call(ShadowCall(
+            skill=skill, current="base", candidate="v2", input_hash=f"h{i}", agree=current_ok == candidate_ok,
+            current_ok=current_ok, candidate_ok=candidate_ok, candidate_confidence=confidence,
+            final_source=None if right is None else "llm", candidate_right=right,
+            current_right=None if right is None else current_ok and bool(current_right),
+        ))  # fmt: skip
 
 
-def test_promotion_is_refused_on_too_few_calls_or_too_small_a_gain(tmp_path: Path) -> None:
+def test_promotion_is_refused_on_too_few_calls(tmp_path: Path) -> None:
     store = DatasetStore(f"sqlite:///{tmp_path / 'd.db'}")
-    shadowed(store, "s", [(False, True)] * 5)
-    promoted, figures, why = adapters.promote(store, "s", "base", min_calls=20, margin=0.05)
+    shadowed(store, "s", [(False, True, 0.99, True)] * 5)
+    promoted, _, why = adapters.promote(store, SKILL, "base", min_calls=20, margin=0.05, target=0.9)
     assert not promoted and "only 5 shadow calls of the 20 needed" in why
-    shadowed(store, "s", [(True, True)] * 40 + [(False, True)])  # 46 calls: 41 vs 46 passed, a gain of 0.11
-    assert adapters.promote(store, "s", "base", min_calls=20, margin=0.2)[0] is False
     assert store.route("s").current is None
-    refusals = [e.figures["calls"] for e in store.events("s") if e.action == "refuse"]
-    assert refusals == [5, 46]
 
 
-def test_promotion_switches_when_the_candidate_wins_and_rollback_switches_back(tmp_path: Path) -> None:
+def test_a_higher_pass_rate_with_a_lower_precision_is_never_promoted(tmp_path: Path) -> None:
     store = DatasetStore(f"sqlite:///{tmp_path / 'd.db'}")
-    shadowed(store, "s", [(False, True)] * 15 + [(True, True)] * 10)
-    promoted, figures, why = adapters.promote(store, "s", "base", min_calls=20, margin=0.05)
-    assert promoted and (figures.candidate_pass_rate, figures.current_pass_rate) == (1.0, 0.4)
+    # The candidate passes its checks on every call (the current model keeps half), and is right on
+    # 40 of 60 whatever its confidence: by pass rate (and even accuracy) it looks better; it is not
+    # right often enough anywhere to be vouched for at 90%.
+    calls = [(i % 2 == 0, True, 0.5 + (i % 10) / 20, i % 3 != 0) for i in range(60)]
+    shadowed(store, "s", calls, current_right=True)
+    promoted, figures, why = adapters.promote(store, SKILL, "base", min_calls=20, margin=0.05, target=0.9)
+    assert figures.candidate_pass_rate == 1.0 and figures.current_pass_rate == 0.5
+    assert figures.candidate_accuracy is not None and abs(figures.candidate_accuracy - 40 / 60) < 1e-9
+    assert not promoted and figures.candidate_floor is None
+    assert "cannot be vouched for at 90% on the 60 shadow calls with an LLM or reviewer answer" in why
+    assert store.route("s").current is None and store.floors("s", "v2") == []
+    [refusal] = [e for e in store.events("s") if e.action == "refuse"]
+    assert refusal.figures["candidate_pass_rate"] == 1.0 and refusal.note == why
+
+
+def test_a_precise_candidate_that_keeps_more_is_promoted_at_its_floor_and_rolls_back(tmp_path: Path) -> None:
+    store = DatasetStore(f"sqlite:///{tmp_path / 'd.db'}")
+    # Sure and right on 45 calls, unsure and wrong on 15; the current model keeps 20 of the 60.
+    calls = [(i < 20, True, 0.95, True) for i in range(45)] + [(False, True, 0.3, False)] * 15
+    shadowed(store, "s", calls, current_right=True)
+    promoted, figures, why = adapters.promote(store, SKILL, "base", min_calls=20, margin=0.05, target=0.9)
+    assert promoted, why
+    assert figures.candidate_floor == 0.95 and figures.candidate_precision == 1.0
+    assert figures.candidate_precision_lower is not None and figures.candidate_precision_lower >= 0.9
+    assert (figures.candidate_coverage, round(figures.current_coverage, 3)) == (0.75, 0.333)
     assert store.route("s") == Route(skill="s", current="v2", previous=None)
+    [floor] = store.floors("s", "v2")  # the candidate serves at the floor it was judged at
+    assert (floor.floor, floor.target, floor.signal) == (0.95, 0.9, SKILL.signal)
+    assert len(floor.input_hashes) == 60
     back = adapters.rollback(store, "s")
     assert (back.current, back.previous) == (None, None)
     assert [e.action for e in store.events("s")] == ["shadow", "promote", "rollback"]
@@ -117,6 +148,16 @@ def test_promotion_switches_when_the_candidate_wins_and_rollback_switches_back(t
 
     with pytest.raises(InvalidInput, match="nothing to roll back"):
         adapters.rollback(store, "s")
+
+
+def test_a_precise_candidate_that_keeps_no_more_than_the_current_model_is_refused(tmp_path: Path) -> None:
+    store = DatasetStore(f"sqlite:///{tmp_path / 'd.db'}")
+    # Right and sure on 30 calls (enough for the bound), but the current model already keeps 40 of 60.
+    calls = [(i < 40, True, 0.95 if i < 30 else 0.2, i < 30) for i in range(60)]
+    shadowed(store, "s", calls, current_right=True)
+    promoted, figures, why = adapters.promote(store, SKILL, "base", min_calls=20, margin=0.05, target=0.9)
+    assert not promoted and figures.candidate_floor == 0.95
+    assert "keeps 50.0% of calls against 66.7% for the current model" in why
 
 
 def test_distill_commands_report_user_errors_in_one_line(tmp_path: Path) -> None:
@@ -145,10 +186,13 @@ def test_promote_cli_exits_1_with_the_reason_and_0_when_promoted(tmp_path: Path)
                     AdapterEvent(skill="classify_intent", action="shadow", adapter="v2", previous=None))  # fmt: skip
     refused = slmflow("distill", "promote", "classify_intent", "--json", SLMFLOW_DATASET_URL=url)
     assert refused.returncode == 1 and json.loads(refused.stdout)["reason"].startswith("only 0 shadow calls")
-    for _ in range(3):
-        store.add_shadow_call(ShadowCall(skill="classify_intent", current="smollm2-135m", candidate="v2", agree=False,
-                                         current_ok=False, candidate_ok=True))  # fmt: skip
-    done = slmflow("distill", "promote", "classify_intent", SLMFLOW_DATASET_URL=url, SLMFLOW_PROMOTE_MIN_CALLS="3")
+    for i in range(30):  # 30 right answers: enough for a 90% bound (29), none from the current model
+        store.add_shadow_call(ShadowCall(skill="classify_intent", current=classify.model or "smollm2-135m",
+                                         candidate="v2", input_hash=str(i), agree=False, current_ok=False,
+                                         candidate_ok=True, candidate_confidence=0.9, final_source="llm",
+                                         current_right=False, candidate_right=True))  # fmt: skip
+    done = slmflow("distill", "promote", "classify_intent", "--target", "0.9", SLMFLOW_DATASET_URL=url,
+                   SLMFLOW_PROMOTE_MIN_CALLS="3")  # fmt: skip
     assert done.returncode == 0 and "promoted v2 for classify_intent" in done.stdout
     status = json.loads(slmflow("distill", "status", "classify_intent", "--json", SLMFLOW_DATASET_URL=url).stdout)
     assert status["route"]["current"] == "v2" and [e["action"] for e in status["events"]] == ["shadow", "refuse",

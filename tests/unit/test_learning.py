@@ -6,6 +6,7 @@ The store runs on SQLite (the embedded default) and on the real PostgreSQL (mark
 from __future__ import annotations
 
 import json
+import math
 import re
 import uuid
 from collections.abc import Iterator
@@ -39,7 +40,7 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[DatasetSto
         return
     store = DatasetStore(POSTGRES_URL)
     yield store
-    for table in ("slmflow_skill_runs", "slmflow_routes", "slmflow_shadow_calls", "slmflow_adapter_events"):
+    for table in ("slmflow_skill_runs", "slmflow_routes", "slmflow_shadow_calls_v2", "slmflow_adapter_events"):
         store._execute(f"DELETE FROM {table} WHERE skill LIKE ?", ("test_%",))
     store.close()
 
@@ -154,6 +155,28 @@ async def test_a_candidate_in_shadow_answers_beside_the_current_model(
     assert server.requests_for("intent-v2")[0]["messages"] == server.requests_for("slm")[0]["messages"]
 
 
+async def test_a_shadowed_call_the_slm_kept_is_scored_against_the_llm_off_the_jobs_path(
+    server: ScriptedServer, store: DatasetStore
+) -> None:
+    skill = skill_named("shadow_audit")
+    store.set_route(Route(skill=skill.name, candidate="intent-v2", shadow_rate=1.0),
+                    AdapterEvent(skill=skill.name, action="shadow", adapter="intent-v2", previous=None))  # fmt: skip
+    server.scripts.update({
+        "slm": [Reply(text="refund_request", logprobs=[-0.01])],
+        "intent-v2": [Reply(text="payment_failed", logprobs=[-0.05])],
+        "llm": [Reply(text='{"label": "refund_request"}', delay=0.5)],
+    })  # fmt: skip
+    endpoints = endpoints_with(server, store)  # audit rate 0: only the shadowed call is audited
+    result = await run_skill(skill, {"ticket": TICKET}, endpoints)
+    assert result.tier is Tier.SLM and store.shadow_calls(skill.name, "intent-v2", "slm") == []  # not waited for
+    await endpoints.aclose()
+    [call] = store.shadow_calls(skill.name, "intent-v2", "slm")
+    assert (call.final_source, call.current_ok, call.current_right, call.candidate_right) == ("llm", True, True, False)
+    assert call.candidate_confidence is not None and abs(call.candidate_confidence - math.exp(-0.05)) < 1e-6
+    [audit] = store.audits(skill.name, "slm", 10)
+    assert audit.agree is True
+
+
 async def test_a_shadow_tool_call_is_judged_but_never_run(server: ScriptedServer, store: DatasetStore) -> None:
     store.set_route(Route(skill="lookup", candidate="lookup-v2", shadow_rate=1.0),
                     AdapterEvent(skill="lookup", action="shadow", adapter="lookup-v2", previous=None))  # fmt: skip
@@ -171,7 +194,7 @@ async def test_a_shadow_tool_call_is_judged_but_never_run(server: ScriptedServer
     [call] = store.shadow_calls("lookup", "lookup-v2", "slm")
     assert (call.current_ok, call.candidate_ok, call.agree) == (True, False, False)
     if store.path is None:
-        store._execute("DELETE FROM slmflow_shadow_calls WHERE skill = 'lookup'")
+        store._execute("DELETE FROM slmflow_shadow_calls_v2 WHERE skill = 'lookup'")
         store._execute("DELETE FROM slmflow_routes WHERE skill = 'lookup'")
         store._execute("DELETE FROM slmflow_adapter_events WHERE skill = 'lookup'")
 
