@@ -9,7 +9,12 @@ The same steps as `tests/integration/test_learning_loop.py`, all through the `sl
 3. `slmflow distill load`, then `slmflow eval` of the base model and the adapter on the 66
    held-out tickets, with no LLM (the teacher never sees them), sliced by customer segment.
 
-    python benchmarks/learning_loop.py [--epochs 3] [--out benchmarks/results/learning_loop.json]
+    python benchmarks/learning_loop.py [--epochs 3] [--seed 0] [--out benchmarks/results/learning_loop.json]
+                                       [--ship adapters/classify_intent-v1]
+
+The traffic runs on the base model (`--model`), whatever adapter the skill names. `--ship DIR`
+copies the trained adapter to DIR (the reference project's shipped adapter) with the figures it
+was trained and measured with in its `slmflow-adapter.json`.
 
 Needs the local model server (started if not running) or SLMFLOW_SLM_BASE_URL.
 """
@@ -19,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -51,7 +57,9 @@ def cli(*args: str, env: dict[str, str]) -> tuple[dict[str, Any], float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--seed", type=int, default=0, help="training seed (example order, initial weights)")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "learning_loop.json")
+    parser.add_argument("--ship", type=Path, default=None, help="copy the adapter here, with its figures")
     args = parser.parse_args()
     settings = load_settings()
     slm_url = settings.slm_base_url or serve(settings).base_url
@@ -69,13 +77,15 @@ def main() -> None:
     with ScriptedServer({"teacher": teacher}) as server:
         traffic_env = {**env, "SLMFLOW_LLM_BASE_URL": server.base_url, "SLMFLOW_LLM_MODEL": "teacher"}
         traffic, seconds["traffic"] = cli("eval", "classify_intent", "--data", str(INTENTS / "train.jsonl"),
-                                          "--record", "--json", env=traffic_env)  # fmt: skip
+                                          "--model", settings.local_model, "--record", "--json",
+                                          env=traffic_env)  # fmt: skip
     data = work / "classify_intent.jsonl"
     exported, seconds["export"] = cli("distill", "export", "classify_intent", "--out", str(data), "--json", env=env)
     name = f"classify_intent-{uuid.uuid4().hex[:6]}"
     adapter = work / "adapters" / name
     trained, seconds["train"] = cli("distill", "train", "classify_intent", "--data", str(data), "--out", str(adapter),
-                                    "--epochs", str(args.epochs), "--json", env=env)  # fmt: skip
+                                    "--epochs", str(args.epochs), "--seed", str(args.seed), "--json",
+                                    env=env)  # fmt: skip
     _, seconds["load"] = cli("distill", "load", str(adapter), env=env)
     plot = args.out.with_suffix(".png")
     evaluation, seconds["eval"] = cli(
@@ -94,6 +104,8 @@ def main() -> None:
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n")
+    if args.ship is not None:
+        ship(adapter, args.ship, trained, exported, before, after, args.seed)
     print("| on the 66 held-out tickets, no LLM | base SmolLM2-135M | + LoRA adapter |")
     print("|---|---|---|")
     for label, key, fmt in (("accuracy (kept answer right)", "accuracy", "{:.1%}"),
@@ -103,6 +115,26 @@ def main() -> None:
                             ("cost per 100 (escalations at LLM price)", "cost_per_100", "{:.4f}")):  # fmt: skip
         print(f"| {label} | {fmt.format(before[key])} | {fmt.format(after[key])} |")
     print(json.dumps(seconds))
+
+
+def ship(adapter: Path, to: Path, trained: dict[str, Any], exported: dict[str, Any], before: dict[str, Any],
+         after: dict[str, Any], seed: int) -> None:  # fmt: skip
+    """Copy the adapter to `to`, its info file holding what it was trained on and how it measured."""
+    if to.exists():
+        shutil.rmtree(to)
+    shutil.copytree(adapter, to)
+    keys = ("accuracy", "slm_accuracy", "escalation_rate", "cases")
+    info = {
+        **trained,
+        "base_model": "SmolLM2-135M-Instruct (float32, converted by `slmflow models prepare`)",
+        "data": "escalations of examples/intents/train.jsonl on the base model, answered by a scripted teacher "
+                "from the training labels (benchmarks/learning_loop.py)",
+        "seed": seed,
+        "exported": {k: exported[k] for k in ("kept", "train", "validation")},
+        "heldout_no_floor": {"base": {k: before[k] for k in keys}, "adapter": {k: after[k] for k in keys}},
+    }  # fmt: skip
+    (to / "slmflow-adapter.json").write_text(json.dumps(info, indent=2) + "\n")
+    print(f"shipped {adapter.name} as {to}")
 
 
 if __name__ == "__main__":

@@ -88,6 +88,7 @@ def train(
     learning_rate: Annotated[float, typer.Option("--lr", min=1e-7, max=1.0)] = 1e-3,
     rank: Annotated[int, typer.Option(min=1, max=16, help="LoRA rank (the local server allows up to 16).")] = 8,
     batch_size: Annotated[int, typer.Option(min=1)] = 8,
+    seed: Annotated[int, typer.Option(help="Seed of the example order and the adapter's initial weights.")] = 0,
     json_output: JsonOption = False,
 ) -> None:
     """LoRA fine-tune the base model on a dataset, on the CPU; writes an adapter vLLM can serve."""
@@ -95,7 +96,7 @@ def train(
     find_project(settings.project).find_skill(skill)
     read_dataset(data)  # a missing or broken dataset is reported before anything loads
     base = prepare(settings, progress=lambda m: err_console.print(f"[dim]{m}[/]"))
-    config = TrainConfig(epochs=epochs, learning_rate=learning_rate, rank=rank, batch_size=batch_size)
+    config = TrainConfig(epochs=epochs, learning_rate=learning_rate, rank=rank, batch_size=batch_size, seed=seed)
     columns = (
         TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("loss {task.fields[loss]}"),
         TimeElapsedColumn(), TimeRemainingColumn(),
