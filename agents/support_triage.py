@@ -14,7 +14,7 @@ from slmflow import Label, Object, Skill, ToolCalls
 from slmflow.verifiers import grounded
 from tools.shop import ORDER_ID_PATTERN
 
-__all__ = ["Reply", "TicketFields", "classify", "draft_reply", "extract", "lookup", "resolve"]
+__all__ = ["INTENT_ADAPTER", "Reply", "TicketFields", "classify", "draft_reply", "extract", "lookup", "resolve"]
 
 EMAIL = re.compile(r"[\w.+-]+@[\w-]+\.[\w.-]+")
 ORDER_ID = re.compile(r"ORD-\d{5}")
@@ -22,6 +22,8 @@ ORDER_ID = re.compile(r"ORD-\d{5}")
 MONEY = re.compile(
     r"(?:[$€£]\s?\d[\d.,' ]*\d|\d[\d.,']*\s?(?:€|EUR|USD|CHF|GBP|SEK|NOK|DKK|dollars?|euros?)\b)", re.IGNORECASE
 )
+INTENT_ADAPTER = "classify_intent-v1"
+"""The shipped LoRA adapter (adapters/classify_intent-v1) that answers classify_intent."""
 REFUND_INTENTS = frozenset({"refund_request", "return_request", "damaged_item", "wrong_item"})
 
 
@@ -129,9 +131,11 @@ classify = Skill(
     ),
     prompt="{ticket}",
     output=Label(labels=tuple(INTENTS)),
-    # Calibrated on the 36 sample tickets with SmolLM2-135M: labels above 0.3 were right 7 of 8
-    # times, below it 2 of 28 (benchmarks/results/support_triage_slm.json).
-    min_confidence=0.3,
+    # The intent adapter the learning loop trained, shipped in adapters/ and served by `slmflow
+    # models serve`; its floor for this target is calibrated on examples/intents/calibration.jsonl
+    # and committed in floors.json (`slmflow calibrate classify_intent --data ... --write`).
+    model=INTENT_ADAPTER,
+    target_precision=0.9,
 )
 
 extract = Skill(

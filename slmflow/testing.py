@@ -68,6 +68,8 @@ class ScriptedServer:
     """An OpenAI-compatible server that answers each model from its script (the last reply repeats)."""
 
     scripts: dict[str, Script]
+    aliases: dict[str, str] = field(default_factory=dict)
+    """Served model name to the model whose script answers it (e.g. an adapter answered as `slm`)."""
     requests: list[dict[str, Any]] = field(default_factory=list)
     _served: dict[str, int] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -118,6 +120,7 @@ class ScriptedServer:
     def next_reply(self, body: dict[str, Any]) -> Reply:
         """The reply the script gives to this request."""
         model = str(body.get("model"))
+        model = self.aliases.get(model, model)
         with self._lock:
             self.requests.append(body)
             script = self.scripts.get(model)
@@ -199,7 +202,7 @@ def _handler(server: ScriptedServer) -> type[BaseHTTPRequestHandler]:
 
         def do_GET(self) -> None:  # noqa: N802 - stdlib naming
             if self.path.rstrip("/").endswith("/models"):
-                data = [{"id": m, "object": "model"} for m in server.scripts]
+                data = [{"id": m, "object": "model"} for m in [*server.scripts, *server.aliases]]
                 self._send(200, {"object": "list", "data": data})
             else:
                 self._send(404, {"error": {"message": "not found"}})

@@ -11,6 +11,11 @@ from typing import Any
 
 import pytest
 
+from agents.support_triage import INTENT_ADAPTER
+from slmflow.learning.floors import FLOORS_FILE
+from slmflow.learning.hooks import Learning
+from slmflow.learning.store import DatasetStore
+from slmflow.models import Endpoints
 from slmflow.testing import Reply, ScriptedServer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -39,11 +44,38 @@ def triage_reply(body: dict[str, Any]) -> Reply:
     return Reply(tool_calls=[(tool, {"order_id": "ORD-10012"})])
 
 
+TRIAGE_ALIASES = {INTENT_ADAPTER: "slm"}
+"""The shipped intent adapter answered by the `slm` script (for `ScriptedServer(..., aliases=...)`)."""
+
+
+def triage_scripted(server: ScriptedServer, script: Any = triage_reply) -> ScriptedServer:
+    """`server` scripted for support_triage: `slm`, and the shipped intent adapter answered as `slm`
+    (a test that re-scripts `slm` re-scripts the adapter too)."""
+    server.scripts["slm"] = script
+    server.aliases[INTENT_ADAPTER] = "slm"
+    return server
+
+
+def project_hooks() -> Learning:
+    """The reference project's committed floors (floors.json), as `slmflow run` reads them; no
+    routes, nothing recorded."""
+    store = DatasetStore(f"sqlite:///{_SCRATCH / 'floors-only.db'}")
+    return Learning(store, follow_routes=False, floors_file=ROOT / FLOORS_FILE)
+
+
+def triage_endpoints(server: ScriptedServer, llm: str | None = None, timeout: float = 5.0) -> Endpoints:
+    """Endpoints on a scripted server for the reference job, at the project's committed floors."""
+    endpoints = server.endpoints("slm", llm, timeout=timeout)
+    endpoints.learning = project_hooks()
+    return endpoints
+
+
 @pytest.fixture
 def triage_server() -> Iterator[ScriptedServer]:
-    """A scripted server whose model `slm` answers support_triage for ticket T01."""
-    with ScriptedServer({"slm": triage_reply}) as server:
-        yield server
+    """A scripted server whose model `slm` (and the intent adapter, as `slm`) answers support_triage
+    for ticket T01."""
+    with ScriptedServer({}) as server:
+        yield triage_scripted(server)
 
 
 @pytest.fixture

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from slmflow.testing import ScriptedServer
-from tests.conftest import EXAMPLES, ROOT, triage_reply
+from tests.conftest import EXAMPLES, ROOT, TRIAGE_ALIASES, triage_reply
 
 pytestmark = pytest.mark.otel
 
@@ -66,7 +66,7 @@ def phoenix(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 def test_job_spans_reach_phoenix_with_their_attributes(phoenix: str) -> None:
-    with ScriptedServer({"slm": triage_reply}) as server:
+    with ScriptedServer({"slm": triage_reply}, TRIAGE_ALIASES) as server:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("SLMFLOW_", "OTEL_"))}
         env.update(SLMFLOW_SLM_BASE_URL=server.base_url, SLMFLOW_SLM_MODEL="slm", OTEL_TRACES_EXPORTER="otlp",
                    OTEL_EXPORTER_OTLP_ENDPOINT=phoenix, OTEL_SERVICE_NAME="slmflow-e2e")  # fmt: skip

@@ -16,7 +16,7 @@ import redis
 
 from slmflow.client import Client
 from slmflow.testing import ScriptedServer
-from tests.conftest import EXAMPLES, ROOT, triage_reply
+from tests.conftest import EXAMPLES, ROOT, TRIAGE_ALIASES, triage_reply
 
 pytestmark = [pytest.mark.redis, pytest.mark.postgres]
 
@@ -54,7 +54,7 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     """A scripted model, a jobs worker and a tools worker on their own Redis database."""
     redis.Redis.from_url(REDIS_URL).flushdb()
     shop_db = tmp_path_factory.mktemp("fleet") / "shop.db"
-    with ScriptedServer({"slm": triage_reply}) as server:
+    with ScriptedServer({"slm": triage_reply}, TRIAGE_ALIASES) as server:
         env = {k: v for k, v in os.environ.items() if not k.startswith("SLMFLOW_") or k == "SLMFLOW_DATASET_URL"}
         env.update(SLMFLOW_REDIS_URL=REDIS_URL, SLMFLOW_SLM_BASE_URL=server.base_url, SLMFLOW_SLM_MODEL="slm",
                    SLMFLOW_CHECKPOINT_URL=CHECKPOINT_URL, SHOP_DB=str(shop_db))  # fmt: skip

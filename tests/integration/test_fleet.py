@@ -25,7 +25,7 @@ import redis
 from slmflow import Client, InvalidInput, JobCancelled, JobNeedsReview, JobStatus, UnknownGraph
 from slmflow.learning.store import DatasetStore, RunRecord
 from slmflow.testing import Reply, ScriptedServer
-from tests.conftest import EXAMPLES, ROOT, triage_reply
+from tests.conftest import EXAMPLES, ROOT, TRIAGE_ALIASES, triage_reply
 
 pytestmark = [pytest.mark.redis, pytest.mark.postgres]
 
@@ -131,7 +131,7 @@ def redis_client() -> Iterator[redis.Redis]:
 def fleet(redis_client: redis.Redis, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Fleet]:
     redis_client.flushdb()
     model = Model()
-    with ScriptedServer({"slm": model}) as server:
+    with ScriptedServer({"slm": model}, TRIAGE_ALIASES) as server:
         fleet = Fleet(server, model, tmp_path / "shop.db")
         if request.node.get_closest_marker("traced"):
             # Workers print their spans (the console exporter, flushed every 100 ms) to files.

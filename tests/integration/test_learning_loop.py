@@ -5,8 +5,11 @@ recording on and a scripted LLM standing in as the teacher (it answers from the 
 only and is never asked about a held-out ticket). Then export the escalations, train a LoRA
 adapter on the CPU, load it into the running server, and evaluate base model and adapter on the
 66 held-out tickets with no LLM at all. The adapter must be right more often and escalate less,
-by the margins below. Last, the adapter shadows the base model on live held-out calls and the
-promotion gate switches the skill to it.
+by the margins below. Last, the new adapter shadows the skill's serving model (the shipped intent
+adapter) on live held-out calls, with an LLM answering every escalation and auditing every
+shadowed call the current model keeps, and the promotion gate decides on correctness: promoted
+only if the candidate's precision at its calibrated floor is vouched for at the target and it keeps
+more calls than the current model; a refusal says which of the two failed.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from agents.support_triage import classify
 from slmflow import Tier, run_skill
 from slmflow.learning.evaluate import read_cases
 from slmflow.learning.hooks import Learning
-from slmflow.learning.store import DatasetStore, Route
+from slmflow.learning.store import DatasetStore
 from slmflow.models import Endpoint, Endpoints, ModelClient
 from slmflow.testing import Reply, ScriptedServer
 
@@ -36,6 +39,7 @@ ROOT = Path(__file__).resolve().parents[2]
 INTENTS = ROOT / "examples" / "intents"
 ACCURACY_GAIN = 0.20  # the adapter's own answers are right this much more often than the base model's
 ESCALATION_DROP = 0.20  # and it escalates this much less often
+SHADOW_CALLS = 30
 
 
 def slmflow_cli(*args: str, env: dict[str, str]) -> dict[str, Any]:
@@ -58,9 +62,12 @@ def teacher_for(labels: dict[str, str], asked: list[str]) -> Any:
     return teacher
 
 
-async def shadow_on_heldout(slm_url: str, store: DatasetStore, count: int) -> None:
+async def shadow_on_heldout(slm_url: str, llm_url: str, store: DatasetStore, count: int) -> None:
+    """Live calls of the intent skill on held-out tickets, an LLM answering (and auditing) them."""
     slm = ModelClient(Endpoint(tier=Tier.SLM, base_url=slm_url, default_model="smollm2-135m", timeout=120))
-    endpoints = Endpoints(slm=slm, learning=Learning(store, record=False, route_ttl_s=0), _owned=[slm])
+    llm = ModelClient(Endpoint(tier=Tier.LLM, base_url=llm_url, default_model="teacher", timeout=30))
+    endpoints = Endpoints(slm=slm, llm=llm, learning=Learning(store, record=False, route_ttl_s=0),
+                          _owned=[slm, llm])  # fmt: skip
     try:
         for case in read_cases(INTENTS / "heldout.jsonl")[:count]:
             await run_skill(classify, case.input, endpoints)
@@ -81,8 +88,8 @@ def test_escalations_train_an_adapter_that_escalates_less(vllm_base_url: str, tm
     # 1. Traffic: the base model keeps what it is sure of, the teacher answers the rest; all recorded.
     with ScriptedServer({"teacher": teacher_for(labels, asked)}) as teacher:
         teacher_env = {**env, "SLMFLOW_LLM_BASE_URL": teacher.base_url, "SLMFLOW_LLM_MODEL": "teacher"}
-        traffic = slmflow_cli("eval", "classify_intent", "--data", str(INTENTS / "train.jsonl"), "--record",
-                              env=teacher_env)["reports"][0]  # fmt: skip
+        traffic = slmflow_cli("eval", "classify_intent", "--data", str(INTENTS / "train.jsonl"), "--model",
+                              "smollm2-135m", "--record", env=teacher_env)["reports"][0]  # fmt: skip
     escalated = traffic["calls"]["llm"]
     assert escalated > len(train) / 2, "the base model should escalate most tickets"
     # The teacher answers from the training labels: every escalated ticket ends right.
@@ -128,16 +135,36 @@ def test_escalations_train_an_adapter_that_escalates_less(vllm_base_url: str, tm
     assert set(after["slices"]["segment"]) == {"business", "consumer"}
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
-    # 5. Shadow the adapter beside the base model on live calls, then let the gate promote it.
+    # 5. Shadow the new adapter beside the shipped one on live calls; the gate decides on correctness.
     shadowed = subprocess.run(
         [sys.executable, "-m", "slmflow", "distill", "shadow", "classify_intent", name, "--rate", "1"], cwd=ROOT,
         env={**os.environ, **env}, capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert shadowed.returncode == 0, shadowed.stderr
-    asyncio.run(shadow_on_heldout(vllm_base_url, store, 24))
-    promoted = slmflow_cli("distill", "promote", "classify_intent", env={**env, "SLMFLOW_PROMOTE_MIN_CALLS": "20"})
-    figures = promoted["figures"]
-    assert promoted["promoted"], promoted["reason"]
-    assert figures["calls"] == 24 and figures["candidate_pass_rate"] > figures["current_pass_rate"]
-    assert store.route("classify_intent") == Route(skill="classify_intent", current=name, previous=None)
-    assert [e.action for e in store.events("classify_intent")] == ["shadow", "promote"]
+    live = heldout[:SHADOW_CALLS]
+    with ScriptedServer({"teacher": teacher_for({c.input["ticket"]: c.expected for c in live}, [])}) as llm:
+        asyncio.run(shadow_on_heldout(vllm_base_url, llm.base_url, store, SHADOW_CALLS))
+    done = subprocess.run(
+        [sys.executable, "-m", "slmflow", "distill", "promote", "classify_intent", "--target", "0.9", "--json"],
+        cwd=ROOT, env={**os.environ, **env, "SLMFLOW_PROMOTE_MIN_CALLS": "20"}, capture_output=True, text=True,
+        timeout=120,
+    )  # fmt: skip
+    decision = json.loads(done.stdout)
+    figures = decision["figures"]
+    print(json.dumps(decision, indent=1))
+    assert figures["current"] == classify.model and figures["candidate"] == name
+    # Every call has a reference: the LLM answered what the current model escalated, and audited what it kept.
+    assert figures["calls"] == figures["referenced"] == SHADOW_CALLS
+    if decision["promoted"]:
+        assert done.returncode == 0
+        assert figures["candidate_precision_lower"] >= 0.9
+        assert figures["candidate_coverage"] > figures["current_coverage"]
+        assert store.route("classify_intent").current == name
+        assert [f.floor for f in store.floors("classify_intent", name)] == [figures["candidate_floor"]]
+    else:
+        assert done.returncode == 1 and store.route("classify_intent").current is None
+        vouched = figures["candidate_floor"] is not None
+        assert ("keeps" if vouched else "cannot be vouched for at 90%") in decision["reason"]
+        assert not vouched or figures["candidate_coverage"] <= figures["current_coverage"] + 0.05
+    assert [e.action for e in store.events("classify_intent")] == ["shadow", "promote" if decision["promoted"]
+                                                                   else "refuse"]  # fmt: skip

@@ -262,8 +262,8 @@ def test_calibrate_finds_the_floor_and_stores_it(tmp_path: Path) -> None:
 
     store = tmp_path / "d.db"
     with ScriptedServer({"base": reply}) as server:
-        done = slmflow("calibrate", "classify_intent", "--data", str(data), "--target", "0.9", "--json",
-                       SLMFLOW_SLM_BASE_URL=server.base_url, SLMFLOW_SLM_MODEL="base",
+        done = slmflow("calibrate", "classify_intent", "--data", str(data), "--target", "0.9", "--model", "base",
+                       "--json", SLMFLOW_SLM_BASE_URL=server.base_url, SLMFLOW_SLM_MODEL="base",
                        SLMFLOW_DATASET_URL=f"sqlite:///{store}")  # fmt: skip
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout)
@@ -282,8 +282,8 @@ def test_calibrate_without_a_target_says_how_to_give_one(tmp_path: Path) -> None
     from tests.unit.test_cli import assert_user_error, slmflow
 
     data = tmp_path / "c.jsonl"
-    data.write_text(json.dumps({"input": {"ticket": "x"}, "expected": "other"}) + "\n")
-    assert_user_error(slmflow("calibrate", "classify_intent", "--data", str(data)), "no target_precision", "--target")
+    data.write_text(json.dumps({"input": {"ticket": "x"}, "expected": {"order_id": None}}) + "\n")
+    assert_user_error(slmflow("calibrate", "extract_fields", "--data", str(data)), "no target_precision", "--target")
 
 
 async def test_eval_runs_at_the_calibrated_floor_and_reports_precision_and_coverage(

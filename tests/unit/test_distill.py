@@ -11,12 +11,13 @@ import pytest
 
 from agents.support_triage import classify, extract, lookup
 from slmflow import local_server
+from slmflow.calibration import constraint_id
 from slmflow.learning import adapters
 from slmflow.learning.export import export_records
-from slmflow.learning.store import AdapterEvent, DatasetStore, Route, RunRecord, ShadowCall
+from slmflow.learning.store import AdapterEvent, DatasetStore, FloorRecord, Route, RunRecord, ShadowCall
 from slmflow.learning.train import read_dataset
 from slmflow.testing import Reply, ScriptedServer
-from tests.conftest import EXAMPLES, triage_reply
+from tests.conftest import EXAMPLES, TRIAGE_ALIASES, triage_reply
 from tests.unit.test_cli import assert_user_error, slmflow
 
 SYSTEM = {"role": "system", "content": "Pick the intent."}
@@ -215,9 +216,13 @@ def test_eval_compares_two_models_by_slice_with_a_plot(tmp_path: Path) -> None:
     answers = {c["input"]["ticket"]: c["expected"] for c in cases}
     half = {t: a for i, (t, a) in enumerate(answers.items()) if i < 4}  # right on the business tickets only
     scripts = {"base": intent_model(half, confident=False), "tuned": intent_model(answers, confident=True)}
+    url = f"sqlite:///{tmp_path / 'd.db'}"
+    for model in scripts:  # the intent skill has a precision target: each model runs at its calibrated floor
+        DatasetStore(url).add_floor(FloorRecord(skill="classify_intent", model=model, constraint_id=constraint_id(
+            classify), signal="joint", target=0.9, floor=0.5, data_hash="test"))  # fmt: skip
     with ScriptedServer(scripts) as server:  # type: ignore[arg-type]
         done = slmflow("eval", "classify_intent", "--data", str(data), "-m", "base", "-m", "tuned", "--slice",
-                       "segment", "--plot", str(tmp_path / "p.png"), "--json",
+                       "segment", "--plot", str(tmp_path / "p.png"), "--json", SLMFLOW_DATASET_URL=url,
                        SLMFLOW_SLM_BASE_URL=server.base_url, SLMFLOW_SLM_MODEL="base")  # fmt: skip
     assert done.returncode == 0, done.stderr
     base, tuned = json.loads(done.stdout)["reports"]
@@ -250,7 +255,7 @@ def test_a_routed_adapter_the_server_does_not_serve_fails_before_the_job(tmp_pat
     event = AdapterEvent(skill="classify_intent", action="promote", adapter=gone, previous=None)
     DatasetStore(url).set_route(Route(skill="classify_intent", current=gone), event)
     ticket = str(EXAMPLES / "t01_refund_request.json")
-    with ScriptedServer({"slm": triage_reply}) as server:
+    with ScriptedServer({"slm": triage_reply}, TRIAGE_ALIASES) as server:
         done = slmflow("run", "support_triage", "--input", ticket, SLMFLOW_SLM_BASE_URL=server.base_url,
                        SLMFLOW_SLM_MODEL="slm", SLMFLOW_DATASET_URL=url)  # fmt: skip
     assert_user_error(done, "does not serve classify_intent-gone", "load the adapter")
@@ -281,7 +286,7 @@ def test_eval_of_a_graph_compares_the_job_output_with_the_expected_fields(tmp_pa
     cases = [json.loads(line) for line in (EXAMPLES / "cases.jsonl").read_text().splitlines()][:2]
     data = tmp_path / "jobs.jsonl"
     data.write_text("".join(json.dumps(c) + "\n" for c in cases))  # T01 (the scripted model's) and T02
-    with ScriptedServer({"slm": triage_reply}) as server:
+    with ScriptedServer({"slm": triage_reply}, TRIAGE_ALIASES) as server:
         done = slmflow("eval", "support_triage", "--data", str(data), "--json", SLMFLOW_SLM_BASE_URL=server.base_url,
                        SLMFLOW_SLM_MODEL="slm", SHOP_DB=str(tmp_path / "shop.db"))  # fmt: skip
     assert done.returncode == 0, done.stderr

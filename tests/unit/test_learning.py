@@ -23,7 +23,7 @@ from slmflow.graphs import MemoryMemo
 from slmflow.learning.hooks import Learning
 from slmflow.learning.store import AdapterEvent, DatasetStore, Route, RunRecord
 from slmflow.testing import Reply, ScriptedServer
-from tests.conftest import triage_reply
+from tests.conftest import TRIAGE_ALIASES, triage_reply
 from tests.unit.test_cascade import TOOLS, tool_skill
 
 POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/test"
@@ -51,9 +51,13 @@ def server() -> Iterator[ScriptedServer]:
         yield server
 
 
+# The intent skill on the endpoint's model (`slm`), kept above a hand-set floor of 0.3.
+base_classify = classify.model_copy(update={"model": None, "target_precision": None, "min_confidence": 0.3})
+
+
 def skill_named(prefix: str) -> Any:
     # A fresh skill name per test keeps tests apart in the shared Postgres database.
-    return classify.model_copy(update={"name": f"test_{prefix}_{uuid.uuid4().hex[:8]}"})
+    return base_classify.model_copy(update={"name": f"test_{prefix}_{uuid.uuid4().hex[:8]}"})
 
 
 def endpoints_with(server: ScriptedServer, store: DatasetStore, llm: str | None = "llm", **options: Any) -> Any:
@@ -202,7 +206,7 @@ async def test_a_shadow_tool_call_is_judged_but_never_run(server: ScriptedServer
 async def test_an_unreachable_store_never_fails_a_run(server: ScriptedServer, caplog: pytest.LogCaptureFixture) -> None:
     server.scripts["slm"] = [Reply(text="payment_failed", logprobs=[-0.01])]
     endpoints = endpoints_with(server, DatasetStore("postgresql://postgres@127.0.0.1:1/none"), llm=None, record=True)
-    result = await run_skill(classify, {"ticket": TICKET}, endpoints)
+    result = await run_skill(base_classify, {"ticket": TICKET}, endpoints)
     await endpoints.aclose()
     assert result.ok
     assert "using the base model" in caplog.text and "could not record" in caplog.text
@@ -215,7 +219,7 @@ async def test_a_reviewers_answer_is_recorded_as_the_human_source(tmp_path: Path
     def unsure(body: dict[str, Any]) -> Reply:
         return Reply(text="other", logprobs=[-3.0]) if "structured_outputs" in body else triage_reply(body)
 
-    with ScriptedServer({"slm": unsure}) as server:
+    with ScriptedServer({"slm": unsure}, TRIAGE_ALIASES) as server:
         endpoints = server.endpoints("slm")
         endpoints.learning = Learning(store, record=True)
         memo = MemoryMemo()  # as the fleet's memo does: the paused step is not asked of the model again

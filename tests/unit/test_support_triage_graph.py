@@ -10,7 +10,7 @@ from graphs.support_triage import graph
 from slmflow import Event, JobStatus, run_job
 from slmflow.checkpoints import open_checkpointer
 from slmflow.testing import Reply, ScriptedServer
-from tests.conftest import triage_reply
+from tests.conftest import triage_endpoints, triage_reply
 
 STEPS = ["classify_intent", "extract_fields", "lookup_order", "resolve", "draft_reply"]
 
@@ -18,7 +18,7 @@ STEPS = ["classify_intent", "extract_fields", "lookup_order", "resolve", "draft_
 async def _run(server: ScriptedServer, ticket: dict[str, Any], llm: str | None = None,
                checkpoint_url: str = "memory") -> tuple[Any, list[Event]]:  # fmt: skip
     events: list[Event] = []
-    endpoints = server.endpoints("slm", llm)
+    endpoints = triage_endpoints(server, llm)
     async with open_checkpointer(checkpoint_url) as checkpointer:
         result = await run_job(graph, ticket, endpoints=endpoints, checkpointer=checkpointer,
                                emit=events.append)  # fmt: skip

@@ -16,7 +16,7 @@ from graphs.support_triage import graph
 from slmflow import JobStatus, run_job
 from slmflow.checkpoints import open_checkpointer
 from slmflow.testing import Reply, ScriptedServer
-from tests.conftest import triage_reply
+from tests.conftest import TRIAGE_ALIASES, triage_endpoints, triage_reply
 
 _exporter = InMemorySpanExporter()
 
@@ -43,8 +43,9 @@ def _inventing_extractor(body: dict[str, Any]) -> Reply:
 async def test_job_is_one_trace_of_workflow_agents_chats_and_tools(spans: InMemorySpanExporter, ticket) -> None:
     spans.clear()
     right = {"order_id": "ORD-10012", "amount": 59.99, "email": "maria.lopez@example.com"}
-    with ScriptedServer({"slm": _inventing_extractor, "llm": [Reply(text=json.dumps(right))]}) as server:
-        endpoints = server.endpoints("slm", "llm")
+    scripts = {"slm": _inventing_extractor, "llm": [Reply(text=json.dumps(right))]}
+    with ScriptedServer(scripts, TRIAGE_ALIASES) as server:  # type: ignore[arg-type]
+        endpoints = triage_endpoints(server, "llm")
         async with open_checkpointer("memory") as checkpointer:
             result = await run_job(graph, ticket, endpoints=endpoints, checkpointer=checkpointer)
         await endpoints.aclose()
@@ -103,8 +104,8 @@ async def test_captured_content_is_redacted(spans: InMemorySpanExporter) -> None
     }
     telemetry.capture_content(True)
     try:
-        with ScriptedServer({"slm": triage_reply}) as server:
-            endpoints = server.endpoints("slm")
+        with ScriptedServer({"slm": triage_reply}, TRIAGE_ALIASES) as server:
+            endpoints = triage_endpoints(server)
             async with open_checkpointer("memory") as checkpointer:
                 await run_job(graph, ticket, endpoints=endpoints, checkpointer=checkpointer)
             await endpoints.aclose()
@@ -128,8 +129,9 @@ async def test_metrics_count_calls_tokens_escalations_and_cost(ticket) -> None:
     if not isinstance(metrics.get_meter_provider(), MeterProvider):
         metrics.set_meter_provider(MeterProvider(metric_readers=[reader]))
     right = {"order_id": "ORD-10012", "amount": 59.99, "email": "maria.lopez@example.com"}
-    with ScriptedServer({"slm": _inventing_extractor, "llm": [Reply(text=json.dumps(right))]}) as server:
-        endpoints = server.endpoints("slm", "llm")
+    scripts = {"slm": _inventing_extractor, "llm": [Reply(text=json.dumps(right))]}
+    with ScriptedServer(scripts, TRIAGE_ALIASES) as server:  # type: ignore[arg-type]
+        endpoints = triage_endpoints(server, "llm")
         async with open_checkpointer("memory") as checkpointer:
             await run_job(graph, ticket, endpoints=endpoints, checkpointer=checkpointer)
         await endpoints.aclose()
