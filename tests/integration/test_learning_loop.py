@@ -20,6 +20,7 @@ import os
 import subprocess
 import sys
 import uuid
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -62,24 +63,40 @@ def teacher_for(labels: dict[str, str], asked: list[str]) -> Any:
     return teacher
 
 
-async def shadow_on_heldout(slm_url: str, llm_url: str, store: DatasetStore, count: int) -> None:
+async def shadow_on_heldout(slm_url: str, llm_url: str, store: DatasetStore, cases: list[Any]) -> None:
     """Live calls of the intent skill on held-out tickets, an LLM answering (and auditing) them."""
     slm = ModelClient(Endpoint(tier=Tier.SLM, base_url=slm_url, default_model="smollm2-135m", timeout=120))
     llm = ModelClient(Endpoint(tier=Tier.LLM, base_url=llm_url, default_model="teacher", timeout=30))
     endpoints = Endpoints(slm=slm, llm=llm, learning=Learning(store, record=False, route_ttl_s=0),
                           _owned=[slm, llm])  # fmt: skip
     try:
-        for case in read_cases(INTENTS / "heldout.jsonl")[:count]:
+        for case in cases:
             await run_skill(classify, case.input, endpoints)
     finally:
         await endpoints.aclose()
 
 
+def first_per_intent(path: Path, count: int, folder: Path) -> Path:
+    """A copy of a labelled file with only the first `count` tickets of each intent."""
+    seen: Counter[str] = Counter()
+    kept = []
+    for line in path.read_text().splitlines():
+        seen[json.loads(line)["expected"]] += 1
+        if seen[json.loads(line)["expected"]] <= count:
+            kept.append(line)
+    out = folder / path.name
+    out.write_text("\n".join(kept) + "\n")
+    return out
+
+
 def test_escalations_train_an_adapter_that_escalates_less(vllm_base_url: str, tmp_path: Path) -> None:
     store_url = f"sqlite:///{tmp_path / 'dataset.db'}"
     store = DatasetStore(store_url)
-    train = read_cases(INTENTS / "train.jsonl")
-    heldout = read_cases(INTENTS / "heldout.jsonl")
+    # 8 training and 3 held-out tickets per intent (176 and 66) keep the test within CI's budget; the
+    # shipped adapter was trained and measured on the whole files by benchmarks/learning_loop.py.
+    train_file = first_per_intent(INTENTS / "train.jsonl", 8, tmp_path)
+    heldout_file = first_per_intent(INTENTS / "heldout.jsonl", 3, tmp_path)
+    train, heldout = read_cases(train_file), read_cases(heldout_file)
     labels = {c.input["ticket"]: c.expected for c in train}
     asked: list[str] = []
 
@@ -88,14 +105,15 @@ def test_escalations_train_an_adapter_that_escalates_less(vllm_base_url: str, tm
     # 1. Traffic: the base model keeps what it is sure of, the teacher answers the rest; all recorded.
     with ScriptedServer({"teacher": teacher_for(labels, asked)}) as teacher:
         teacher_env = {**env, "SLMFLOW_LLM_BASE_URL": teacher.base_url, "SLMFLOW_LLM_MODEL": "teacher"}
-        traffic = slmflow_cli("eval", "classify_intent", "--data", str(INTENTS / "train.jsonl"), "--model",
+        traffic = slmflow_cli("eval", "classify_intent", "--data", str(train_file), "--model",
                               "smollm2-135m", "--record", env=teacher_env)["reports"][0]  # fmt: skip
     escalated = traffic["calls"]["llm"]
     assert escalated > len(train) / 2, "the base model should escalate most tickets"
     # The teacher answers from the training labels: every escalated ticket ends right.
     assert round(traffic["accuracy"] * len(train)) >= escalated
     assert len(asked) == escalated and set(asked) <= set(labels)
-    assert not set(asked) & {c.input["ticket"] for c in heldout}, "the teacher must never see held-out tickets"
+    every_heldout = {c.input["ticket"] for c in read_cases(INTENTS / "heldout.jsonl")}
+    assert not set(asked) & every_heldout, "the teacher must never see held-out tickets"
     runs = store.runs("classify_intent")
     assert len(runs) == len(train) and {r.source for r in runs} == {"slm", "llm"}
 
@@ -121,7 +139,7 @@ def test_escalations_train_an_adapter_that_escalates_less(vllm_base_url: str, tm
     assert loaded.returncode == 0, loaded.stderr
     plot = tmp_path / "classify_intent.png"
     evaluation = slmflow_cli(
-        "eval", "classify_intent", "--data", str(INTENTS / "heldout.jsonl"), "--model", "smollm2-135m",
+        "eval", "classify_intent", "--data", str(heldout_file), "--model", "smollm2-135m",
         "--model", name, "--slice", "segment", "--plot", str(plot), env=env,
     )  # fmt: skip
     before, after = evaluation["reports"]
@@ -143,7 +161,7 @@ def test_escalations_train_an_adapter_that_escalates_less(vllm_base_url: str, tm
     assert shadowed.returncode == 0, shadowed.stderr
     live = heldout[:SHADOW_CALLS]
     with ScriptedServer({"teacher": teacher_for({c.input["ticket"]: c.expected for c in live}, [])}) as llm:
-        asyncio.run(shadow_on_heldout(vllm_base_url, llm.base_url, store, SHADOW_CALLS))
+        asyncio.run(shadow_on_heldout(vllm_base_url, llm.base_url, store, live))
     done = subprocess.run(
         [sys.executable, "-m", "slmflow", "distill", "promote", "classify_intent", "--target", "0.9", "--json"],
         cwd=ROOT, env={**os.environ, **env, "SLMFLOW_PROMOTE_MIN_CALLS": "20"}, capture_output=True, text=True,
