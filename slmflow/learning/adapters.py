@@ -13,10 +13,6 @@ change, and every refusal, is an event with its figures.
 from __future__ import annotations
 
 import hashlib
-import json
-import urllib.error
-import urllib.request
-from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel
@@ -24,7 +20,7 @@ from pydantic import BaseModel
 from slmflow.calibration import Calibration, Outcome, choose_floor, constraint_id
 from slmflow.errors import EndpointUnreachable, InvalidInput, UsageError
 from slmflow.learning.store import AdapterEvent, DatasetStore, FloorRecord, Route, ShadowCall
-from slmflow.local_server import server_is_up
+from slmflow.local_server import load_adapter, server_is_up
 from slmflow.redaction import mask_url
 from slmflow.skills import Skill
 
@@ -38,38 +34,6 @@ __all__ = [
     "start_shadow",
     "validate_rate",
 ]
-
-
-def load_adapter(base_url: str, name: str, path: Path, timeout: float = 120.0) -> None:
-    """Load the adapter at `path` into the vLLM server at `base_url` as model `name`."""
-    if not (path / "adapter_config.json").is_file():
-        raise InvalidInput(
-            f"{path} is not an adapter folder (no adapter_config.json): train one with `slmflow distill train`"
-        )
-    body = json.dumps({"lora_name": name, "lora_path": str(path.resolve())}).encode()
-    request = urllib.request.Request(
-        f"{base_url}/load_lora_adapter", data=body, headers={"Content-Type": "application/json"}, method="POST"
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=timeout):
-            return
-    except urllib.error.HTTPError as exc:
-        detail = exc.read().decode(errors="replace")[:300]
-        if exc.code == 400 and "already been loaded" in detail:
-            raise UsageError(
-                f"{mask_url(base_url)} already serves an adapter named {name!r}: adapters are versions, "
-                "give this one a new name (e.g. --name SKILL-v2)"
-            ) from None
-        if exc.code in (404, 405):
-            raise UsageError(
-                f"{mask_url(base_url)} does not load adapters at runtime: start it with "
-                "VLLM_ALLOW_RUNTIME_LORA_UPDATING=True and --enable-lora (`slmflow models serve` does)"
-            ) from None
-        raise UsageError(f"{mask_url(base_url)} refused adapter {name!r} from {path}: {exc.code} {detail}") from None
-    except (urllib.error.URLError, OSError) as exc:
-        raise EndpointUnreachable(
-            f"nothing answers at {mask_url(base_url)} ({exc}): start the model server first"
-        ) from None
 
 
 class ShadowFigures(BaseModel):

@@ -249,6 +249,22 @@ def test_the_local_server_serves_every_adapter_folder_and_allows_runtime_loading
     assert "--enable-lora" in command
 
 
+def test_a_running_local_server_is_given_the_project_adapters_it_lacks(tmp_path: Path) -> None:
+    from slmflow.settings import load_settings
+
+    (tmp_path / "classify_intent-v1").mkdir()
+    (tmp_path / "classify_intent-v1" / "adapter_config.json").write_text("{}")
+    with ScriptedServer({"smollm2-135m": []}) as server:
+        port = int(server.base_url.rsplit(":", 1)[1].split("/")[0])
+        settings = load_settings(adapters_dir=tmp_path, local_port=port)
+        reused = local_server.serve(settings, progress=lambda message: None)
+        assert reused.process is None  # reused, not started
+        assert server.loaded == {"classify_intent-v1": str((tmp_path / "classify_intent-v1").resolve())}
+        assert set(reused.models) == {"smollm2-135m", "classify_intent-v1"}
+        local_server.serve(settings, progress=lambda message: None)
+        assert len(server.loaded) == 1  # served now: not loaded twice
+
+
 def test_a_routed_adapter_the_server_does_not_serve_fails_before_the_job(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'd.db'}"
     gone = "classify_intent-gone"
