@@ -120,7 +120,7 @@ class ShadowCall(BaseModel):
     candidate_confidence: float | None = None
     final_source: str | None = None
     """Who gave the reference both answers are scored on: the LLM (the run's escalation, or an audit
-    of a kept SLM answer) or a reviewer; None: there is no reference."""
+    of a kept SLM answer); None: there is no reference."""
     current_right: bool | None = None
     """The current model's first answer passed and equals the reference (None: no reference)."""
     candidate_right: bool | None = None
