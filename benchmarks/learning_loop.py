@@ -123,6 +123,8 @@ def ship(adapter: Path, to: Path, trained: dict[str, Any], exported: dict[str, A
     if to.exists():
         shutil.rmtree(to)
     shutil.copytree(adapter, to)
+    halve(to / "adapter_model.safetensors")
+    (to / "README.md").unlink(missing_ok=True)  # peft's empty model card
     keys = ("accuracy", "slm_accuracy", "escalation_rate", "cases")
     info = {
         **trained,
@@ -130,11 +132,21 @@ def ship(adapter: Path, to: Path, trained: dict[str, Any], exported: dict[str, A
         "data": "escalations of examples/intents/train.jsonl on the base model, answered by a scripted teacher "
                 "from the training labels (benchmarks/learning_loop.py)",
         "seed": seed,
+        "weights": "float16 (trained in float32; halved for shipping, then calibrated as shipped)",
         "exported": {k: exported[k] for k in ("kept", "train", "validation")},
-        "heldout_no_floor": {"base": {k: before[k] for k in keys}, "adapter": {k: after[k] for k in keys}},
+        "heldout_slm": {"base": {k: before[k] for k in keys}, "adapter": {k: after[k] for k in keys}},
     }  # fmt: skip
     (to / "slmflow-adapter.json").write_text(json.dumps(info, indent=2) + "\n")
     print(f"shipped {adapter.name} as {to}")
+
+
+def halve(weights: Path) -> None:
+    """Store the adapter's weights as float16: half the size, and vLLM casts them to the model's dtype."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    tensors = load_file(weights)
+    save_file({k: v.to(torch.float16).contiguous() for k, v in tensors.items()}, weights, metadata={"format": "pt"})
 
 
 if __name__ == "__main__":
