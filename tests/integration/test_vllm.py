@@ -17,6 +17,7 @@ from graphs.support_triage import graph
 from slmflow import EscalationReason, JobStatus, SkillResult, Tier, run_job, run_skill
 from slmflow.checkpoints import open_checkpointer
 from slmflow.models import Endpoint, Endpoints, ModelClient
+from tests.conftest import project_hooks
 from tools.shop import ORDER_ID_PATTERN
 
 pytestmark = pytest.mark.vllm
@@ -32,6 +33,7 @@ async def endpoints(vllm_base_url: str) -> Any:
     from slmflow.settings import load_settings
 
     endpoints = Endpoints.from_settings(load_settings(), slm_base_url=vllm_base_url)
+    endpoints.learning = project_hooks()  # the project's committed floors, as `slmflow run` reads them
     yield endpoints
     await endpoints.aclose()
 
@@ -52,6 +54,15 @@ async def test_label_skill_answers_from_the_label_set_or_escalates(endpoints: En
     # With no confidence floor the constrained label always passes: `choice` decoding cannot miss.
     assert result.ok and result.answer in classify.output.labels  # type: ignore[union-attr]
     assert 0.0 < result.confidence <= 1.0
+
+
+async def test_the_shipped_intent_adapter_classifies_at_its_committed_floor(endpoints: Endpoints) -> None:
+    result = await run_skill(classify, {"ticket": TICKET}, endpoints)
+    [attempt] = result.attempts
+    assert attempt.model == classify.model == "classify_intent-v1"  # the adapter, served by the local server
+    assert result.ok and result.tier is Tier.SLM and result.answer == "refund_request"
+    floor = await project_hooks().floor(classify, "classify_intent-v1")
+    assert floor is not None and floor.value is not None and result.confidence >= floor.value
 
 
 async def test_object_skill_returns_a_schema_valid_object_or_escalates(
