@@ -133,9 +133,10 @@ classify = Skill(
     output=Label(labels=tuple(INTENTS)),
     # The intent adapter the learning loop trained, shipped in adapters/ and served by `slmflow
     # models serve`; its floor for this target is calibrated on examples/intents/calibration.jsonl
-    # and committed in floors.json (`slmflow calibrate classify_intent --data ... --write`).
+    # and committed in floors.json (`slmflow calibrate classify_intent --data ... --write`). At 0.95
+    # (floor 0.879) it kept 65% of the held-out tickets, all right; at 0.9 (floor 0.587) 90%, 92% right.
     model=INTENT_ADAPTER,
-    target_precision=0.9,
+    target_precision=0.95,
 )
 
 extract = Skill(
