@@ -125,6 +125,13 @@ class Skill(BaseModel):
         """`min_confidence` when set explicitly (it wins over calibration), else None."""
         return self.min_confidence if "min_confidence" in self.model_fields_set else None
 
+    def at_target(self, precision: float) -> Skill:
+        """This skill asking for `precision` instead: served by floors calibrated for it, with no
+        hand-set `min_confidence` overriding them."""
+        copy = self.model_copy(update={"target_precision": precision, "min_confidence": 0.0})
+        copy.model_fields_set.discard("min_confidence")
+        return copy
+
     @model_validator(mode="after")
     def _signal_fits(self) -> Skill:
         if self.confidence == "margin" and not isinstance(self.output, Label):

@@ -14,7 +14,7 @@ from rich.table import Table
 from slmflow.answers import input_hash
 from slmflow.cli.output import console, err_console, print_json
 from slmflow.connect import open_endpoints
-from slmflow.errors import UnknownGraph, UnknownSkill
+from slmflow.errors import InvalidInput, UnknownGraph, UnknownSkill
 from slmflow.graphs import GraphSpec
 from slmflow.learning.evaluate import TARGETS, Case, ModelReport, evaluate, plot_reports, read_cases
 from slmflow.learning.hooks import Learning, project_floors_file
@@ -47,6 +47,15 @@ def evaluate_command(
         str | None, typer.Option("--slice", help="Field of the data to break figures down by.")
     ] = None,
     plot: Annotated[Path | None, typer.Option(help="Write a PNG chart here.")] = None,
+    precision: Annotated[
+        float | None,
+        typer.Option(
+            "--target",
+            min=0.5,
+            max=0.999,
+            help="Evaluate a skill at this precision target (the floors calibrated for it) instead of its own.",
+        ),
+    ] = None,
     concurrency: Annotated[int, typer.Option(min=1, help="Cases in flight at once.")] = 4,
     record: Annotated[
         bool, typer.Option("--record", help="Keep the runs in the dataset store (training data), LLM answers too.")
@@ -56,6 +65,10 @@ def evaluate_command(
     """Evaluate a skill or graph against expected answers, side by side for several models."""
     settings = load_settings()
     subject, spec = _target(settings, target)
+    if precision is not None:
+        if not isinstance(subject, Skill):
+            raise InvalidInput(f"--target applies to a skill; {target} is a graph: evaluate its skills one by one")
+        subject = subject.at_target(precision)
     cases = read_cases(data, slice_field)
     if isinstance(subject, Skill):
         _warn_overlap(settings, subject, cases)

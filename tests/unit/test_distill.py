@@ -219,7 +219,7 @@ def test_eval_compares_two_models_by_slice_with_a_plot(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'd.db'}"
     for model in scripts:  # the intent skill has a precision target: each model runs at its calibrated floor
         DatasetStore(url).add_floor(FloorRecord(skill="classify_intent", model=model, constraint_id=constraint_id(
-            classify), signal="joint", target=0.9, floor=0.5, data_hash="test"))  # fmt: skip
+            classify), signal="joint", target=0.95, floor=0.5, data_hash="test"))  # fmt: skip
     with ScriptedServer(scripts) as server:  # type: ignore[arg-type]
         done = slmflow("eval", "classify_intent", "--data", str(data), "-m", "base", "-m", "tuned", "--slice",
                        "segment", "--plot", str(tmp_path / "p.png"), "--json", SLMFLOW_DATASET_URL=url,
@@ -232,6 +232,11 @@ def test_eval_compares_two_models_by_slice_with_a_plot(tmp_path: Path) -> None:
     assert base["slices"]["segment"]["business"] == {"cases": 4, "accuracy": 0.0, "escalation_rate": 1.0}
     assert tuned["cost_per_100"] < base["cost_per_100"]  # escalations are priced at the LLM
     assert (tmp_path / "p.png").read_bytes()[:4] == b"\x89PNG"
+    with ScriptedServer(scripts) as server:  # type: ignore[arg-type]
+        stricter = slmflow("eval", "classify_intent", "--data", str(data), "-m", "tuned", "--target", "0.99",
+                           "--json", SLMFLOW_DATASET_URL=url, SLMFLOW_SLM_BASE_URL=server.base_url)  # fmt: skip
+    [at_99] = json.loads(stricter.stdout)["reports"]
+    assert at_99["escalation_rate"] == 1.0  # floors calibrated for 0.95 vouch for nothing at 0.99
 
 
 def test_the_local_server_serves_every_adapter_folder_and_allows_runtime_loading(tmp_path: Path) -> None:
