@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 
+from agents.support_triage import INTENT_ADAPTER
 from slmflow.testing import ScriptedServer
 from tests.conftest import EXAMPLES, ROOT, TRIAGE_ALIASES, triage_reply
 
@@ -86,7 +87,9 @@ def test_job_spans_reach_phoenix_with_their_attributes(phoenix: str) -> None:
             break
         time.sleep(0.5)
     names = sorted(s["name"] for s in spans)
-    assert names.count("chat slm") == 5 and names.count("execute_tool lookup_order") == 1
+    # The intent step asks the shipped adapter; the four others the endpoint's model.
+    assert names.count("chat slm") == 4 and names.count(f"chat {INTENT_ADAPTER}") == 1
+    assert names.count("execute_tool lookup_order") == 1
     assert "invoke_workflow support_triage" in names and "invoke_agent draft_reply" in names
     [chat] = [s for s in spans if s["name"] == "chat slm" and s["attributes"].get("slmflow.attempt") == 1][:1]
     assert chat["attributes"]["gen_ai.request.model"] == "slm"
