@@ -68,8 +68,9 @@ async def shadow_on_heldout(slm_url: str, llm_url: str, store: DatasetStore, cas
     """Live calls of the intent skill on held-out tickets, an LLM answering (and auditing) them."""
     slm = ModelClient(Endpoint(tier=Tier.SLM, base_url=slm_url, default_model="smollm2-135m", timeout=120))
     llm = ModelClient(Endpoint(tier=Tier.LLM, base_url=llm_url, default_model="teacher", timeout=30))
-    endpoints = Endpoints(slm=slm, llm=llm, learning=Learning(store, record=False, route_ttl_s=0),
-                          _owned=[slm, llm])  # fmt: skip
+    # The current model (the shipped adapter) serves at the project's committed floor, as in production.
+    hooks = Learning(store, record=False, route_ttl_s=0, floors_file=ROOT / "floors.json")
+    endpoints = Endpoints(slm=slm, llm=llm, learning=hooks, _owned=[slm, llm])
     try:
         for case in cases:
             await run_skill(classify, case.input, endpoints)
