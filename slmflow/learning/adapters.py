@@ -3,7 +3,7 @@
 A skill's route says which adapter serves it (`current`, None for the base model) and which one
 runs beside it in shadow (`candidate`, on a `shadow_rate` sample of live calls). `promote` switches
 to the candidate only on correctness: on the shadow calls that have a reference (the LLM's answer
-to an escalation or an audit, or a reviewer's), the candidate's floor is calibrated by the same
+to an escalation or an audit), the candidate's floor is calibrated by the same
 bound rule as `slmflow calibrate`, and the candidate must keep more of the calls at that floor than
 the current model keeps at its own. A higher pass rate alone never promotes. The floor it was judged
 at is stored with the promotion, so the candidate serves at it. `rollback` switches back. Every
@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, computed_field
 
 from slmflow.calibration import Calibration, Outcome, choose_floor, constraint_id
 from slmflow.errors import EndpointUnreachable, InvalidInput, UsageError
@@ -51,13 +51,11 @@ class ShadowFigures(BaseModel):
     candidate_pass_rate: float
     """Share of calls whose answer passed the candidate's checks (before any floor)."""
     referenced: int
-    """Calls with a reference answer (the LLM's, from an escalation or an audit, or a reviewer's)."""
+    """Calls with a reference answer (the LLM's, from an escalation or an audit)."""
     current_accuracy: float | None
     candidate_accuracy: float | None
     current_precision: float | None
     """Share of the current model's kept answers that were right, on referenced calls."""
-    current_coverage: float
-    """Share of calls the current model kept."""
     candidate_floor: float | None
     """The lowest floor at which the candidate's precision on referenced calls meets the target by the
     95% Clopper-Pearson bound; None: none does (the reason says why)."""
@@ -66,6 +64,12 @@ class ShadowFigures(BaseModel):
     candidate_coverage: float
     """Share of calls the candidate would keep at its floor (0 without one)."""
     calibration: str = ""
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def current_coverage(self) -> float:
+        """Share of calls the current model kept: its pass rate, which includes its serving floor."""
+        return self.current_pass_rate
 
     @classmethod
     def of(cls, skill: str, current: str, candidate: str, calls: list[ShadowCall], target: float) -> ShadowFigures:
@@ -94,7 +98,6 @@ class ShadowFigures(BaseModel):
             current_accuracy=rate([bool(c.current_right) for c in referenced]) if referenced else None,
             candidate_accuracy=rate([bool(c.candidate_right) for c in referenced]) if referenced else None,
             current_precision=rate([bool(c.current_right) for c in current_kept]) if current_kept else None,
-            current_coverage=rate([c.current_ok for c in calls]),
             candidate_floor=floor,
             candidate_precision=chosen.precision if chosen else None,
             candidate_precision_lower=chosen.lower if chosen else None,
@@ -148,6 +151,11 @@ def start_shadow(store: DatasetStore, skill: str, candidate: str, rate: float) -
 
 def shadow_figures(store: DatasetStore, skill: Skill, base_model: str, target: float) -> ShadowFigures:
     """The shadow figures of the skill's candidate against its current model, at `target` precision."""
+    return _shadow(store, skill, base_model, target)[1]
+
+
+def _shadow(store: DatasetStore, skill: Skill, base_model: str, target: float) -> tuple[
+        Route, ShadowFigures, list[ShadowCall]]:  # fmt: skip
     route = store.route(skill.name)
     if not route.candidate:
         raise InvalidInput(
@@ -155,7 +163,7 @@ def shadow_figures(store: DatasetStore, skill: Skill, base_model: str, target: f
         )
     current = _current_name(route, base_model)
     calls = store.shadow_calls(skill.name, route.candidate, current)
-    return ShadowFigures.of(skill.name, current, route.candidate, calls, target)
+    return route, ShadowFigures.of(skill.name, current, route.candidate, calls, target), calls
 
 
 def promote(
@@ -163,8 +171,7 @@ def promote(
 ) -> tuple[bool, ShadowFigures, str]:
     """Switch the skill to its candidate if it is right often enough where it answers and answers more
     often than the current model; (promoted, figures, why). The candidate's floor is stored with it."""
-    figures = shadow_figures(store, skill, base_model, target)
-    route = store.route(skill.name)
+    route, figures, calls = _shadow(store, skill, base_model, target)
     why = _refusal(figures, min_calls, margin)
     data: dict[str, Any] = {**figures.model_dump(), "min_calls": min_calls, "margin": margin}
     if why:
@@ -177,16 +184,15 @@ def promote(
         f"{target:.0%}) on {figures.referenced} referenced calls at floor {figures.candidate_floor:.4f}; coverage "
         f"{figures.candidate_coverage:.1%} against {figures.current_coverage:.1%} over {figures.calls} calls"
     )
-    store.add_floor(_promoted_floor(store, skill, figures))
+    store.add_floor(_promoted_floor(skill, figures, calls))
     new = Route(skill=skill.name, current=route.candidate, previous=route.current, candidate=None, shadow_rate=0.0)
     store.set_route(new, AdapterEvent(skill=skill.name, action="promote", adapter=route.candidate,
                                       previous=route.current, figures=data, note=why))  # fmt: skip
     return True, figures, why
 
 
-def _promoted_floor(store: DatasetStore, skill: Skill, figures: ShadowFigures) -> FloorRecord:
+def _promoted_floor(skill: Skill, figures: ShadowFigures, calls: list[ShadowCall]) -> FloorRecord:
     """The floor the candidate was judged at, versioned like a calibration, so it serves at it."""
-    calls = store.shadow_calls(skill.name, figures.candidate, figures.current)
     hashes = sorted({c.input_hash for c in calls if c.candidate_right is not None and c.input_hash})
     return FloorRecord(
         skill=skill.name, model=figures.candidate, constraint_id=constraint_id(skill), signal=skill.signal,

@@ -60,6 +60,12 @@ def skill_named(prefix: str) -> Any:
     return base_classify.model_copy(update={"name": f"test_{prefix}_{uuid.uuid4().hex[:8]}"})
 
 
+def shadowing(store: DatasetStore, skill: str, candidate: str) -> None:
+    """`candidate` answers beside the skill's model on every call."""
+    store.set_route(Route(skill=skill, candidate=candidate, shadow_rate=1.0),
+                    AdapterEvent(skill=skill, action="shadow", adapter=candidate, previous=None))  # fmt: skip
+
+
 def endpoints_with(server: ScriptedServer, store: DatasetStore, llm: str | None = "llm", **options: Any) -> Any:
     endpoints = server.endpoints("slm", llm)
     endpoints.learning = Learning(store, route_ttl_s=0, **options)
@@ -140,8 +146,7 @@ async def test_a_candidate_in_shadow_answers_beside_the_current_model(
     server: ScriptedServer, store: DatasetStore
 ) -> None:
     skill = skill_named("shadow")
-    store.set_route(Route(skill=skill.name, candidate="intent-v2", shadow_rate=1.0),
-                    AdapterEvent(skill=skill.name, action="shadow", adapter="intent-v2", previous=None))  # fmt: skip
+    shadowing(store, skill.name, "intent-v2")
     server.scripts.update({
         "slm": [Reply(text="refund_request", logprobs=[-2.0])] * 2,
         "intent-v2": [Reply(text="payment_failed", logprobs=[-0.05]), Reply(text="refund_request", logprobs=[-0.05])],
@@ -163,8 +168,7 @@ async def test_a_shadowed_call_the_slm_kept_is_scored_against_the_llm_off_the_jo
     server: ScriptedServer, store: DatasetStore
 ) -> None:
     skill = skill_named("shadow_audit")
-    store.set_route(Route(skill=skill.name, candidate="intent-v2", shadow_rate=1.0),
-                    AdapterEvent(skill=skill.name, action="shadow", adapter="intent-v2", previous=None))  # fmt: skip
+    shadowing(store, skill.name, "intent-v2")
     server.scripts.update({
         "slm": [Reply(text="refund_request", logprobs=[-0.01])],
         "intent-v2": [Reply(text="payment_failed", logprobs=[-0.05])],
