@@ -22,8 +22,8 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import BaseModel
@@ -33,6 +33,7 @@ from slmflow.answers import Judged, Tier, answer_key, input_hash, said
 from slmflow.errors import ModelError, ModelTimeout, ToolError, ToolOutcomeUnknown
 from slmflow.hooks import CascadeHooks, serving_floor, serving_model
 from slmflow.models import Completion, Endpoints, ModelClient
+from slmflow.narrowing import Narrowed, narrow
 from slmflow.prompts import feedback_message, render_messages
 from slmflow.results import Attempt, Escalation, EscalationReason, SkillResult
 from slmflow.skills import Skill, ToolCalls
@@ -54,6 +55,8 @@ class SkillRun:
     step: str | None = None
     run: int = 0
     """The run of the step (see `ToolContext.run`)."""
+    config: Mapping[str, Any] = field(default_factory=dict)
+    """The job's values, handed to its tool calls (`ToolContext.config`)."""
 
 
 async def run_skill(
@@ -66,18 +69,26 @@ async def run_skill(
     job_id: str = "adhoc",
     step: str | None = None,
     run: int = 0,
+    config: Mapping[str, Any] | None = None,
+    feedback: Sequence[tuple[Any, list[str]]] = (),
 ) -> SkillResult:
     """Run one skill on one input through the cascade; never raises for a bad answer.
 
     The one exception that passes through is `ToolOutcomeUnknown`: a call that may have run must
     not be tried again by a new attempt (a new key), so the step pauses for a reviewer instead.
+    An answer calling a tool that needs approval is checked, not run: status `proposed`.
+    `feedback` is (an earlier answer, why it was refused) pairs shown to every attempt, e.g. a
+    reviewer's rejection of a proposed call.
     """
     data = values.model_dump() if isinstance(values, BaseModel) else dict(values)
-    where = SkillRun(endpoints, tools, executor or InProcessExecutor(), job_id, step or skill.name, run)
+    narrowed = narrow(skill, data, tools)
+    where = SkillRun(endpoints, narrowed.tools, executor or InProcessExecutor(), job_id, step or skill.name, run,
+                     config or {})  # fmt: skip
     with telemetry.skill_span(skill.name, where.step or skill.name, job_id) as span:
         span.set_attribute("slmflow.step_run", run)
         started = time.perf_counter()
-        cascade = _Cascade(skill, data, where)
+        cascade = _Cascade(narrowed.skill, data, where, narrowed)
+        cascade.base_messages += [feedback_message(answer, errors) for answer, errors in feedback]
         result = await cascade.run()
         slm_model = cascade.slm_name()
         telemetry.record_skill(skill.name, result.status, [str(e.reason) for e in result.escalations],
@@ -96,15 +107,21 @@ async def run_skill(
 
 
 class _Cascade:
-    def __init__(self, skill: Skill, values: dict[str, Any], run: SkillRun) -> None:
-        self.skill, self.values, self.run_ = skill, values, run
+    def __init__(self, skill: Skill, values: dict[str, Any], run: SkillRun, narrowed: Narrowed) -> None:
+        self.skill, self.values, self.run_, self.narrowed = skill, values, run, narrowed
         self.base_messages = render_messages(skill, values, run.tools)
-        self.result = SkillResult(skill=skill.name, status="needs_review")
+        self.result = SkillResult(skill=skill.name, status="needs_review", narrowed=narrowed.summary())
         self.slm_model = skill.model
         self.first_slm: Judged | None = None
         """The SLM's first answer as judged (before any tool ran): what a shadow candidate meets."""
         self.floor: float | None = None
         """The floor the SLM's answers must meet (None: no calibration vouches; escalate); set by `run`."""
+        self.proposed = False
+        """The kept answer calls a tool that needs approval: its calls were not run."""
+
+    def _held(self, calls: list[ToolCall]) -> bool:
+        assert self.run_.tools is not None
+        return any(self.run_.tools.get(call.name).needs_approval for call in calls)
 
     def tiers(self) -> list[tuple[Tier, ModelClient, str | None, int]]:
         tiers = [(Tier.SLM, self.run_.endpoints.slm, self.slm_model, self.skill.slm_attempts)]
@@ -137,7 +154,7 @@ class _Cascade:
         compared = None
         if route.candidate and candidate is not None and self.first_slm is not None:
             compared = (route.candidate, candidate)
-        if learning.record:
+        if learning.record and result.status != "proposed":  # a proposal is kept once a human decides
             await self._keep(learning)
         llm = self.run_.endpoints.llm
         kept_by_slm = result.ok and result.tier is Tier.SLM
@@ -183,11 +200,19 @@ class _Cascade:
 
     async def _climb(self) -> SkillResult:
         self.result.usage.all_llm_cost = 0.0
+        if self.narrowed.empty:
+            # The job's own data leaves nothing to choose from: no model can answer, so none is asked.
+            self.result.escalations.append(Escalation(
+                skill=self.skill.name, step=self.run_.step, from_tier=Tier.SLM, to="review",
+                reason=EscalationReason.CHECK_FAILED,
+                detail=f"narrowed to no allowed value for {', '.join(self.narrowed.empty)}",
+            ))  # fmt: skip
+            return self.result
         tiers = self.tiers()
         for position, (tier, client, model, attempts) in enumerate(tiers):
             verdict = await self._run_tier(tier, client, model, attempts)
             if verdict.ok:
-                self.result.status, self.result.tier = "ok", tier
+                self.result.status, self.result.tier = "proposed" if self.proposed else "ok", tier
                 self.result.answer = kept_form(verdict.answer)
                 self.result.confidence = verdict.confidence
                 return self.result
@@ -216,7 +241,10 @@ class _Cascade:
                 verdict, completion = await self._ask(tier, client, model, messages, request)
                 _observe(span, self.skill.name, tier, verdict, completion)
             if completion is not None and verdict.ok and isinstance(self.skill.output, ToolCalls):
-                verdict = await self._execute(verdict, tier, number)  # its spans sit beside the model call's
+                if self._held(verdict.answer):
+                    self.proposed = True  # a call that needs approval is proposed, never run here
+                else:
+                    verdict = await self._execute(verdict, tier, number)  # its spans sit beside the model call's
             self._record(tier, number, completion.model if completion else model or client.endpoint.default_model,
                          verdict, completion, client)  # fmt: skip
             if completion is None:
@@ -338,7 +366,9 @@ class _Cascade:
                     self.run_.executor.run(
                         self.run_.tools.get(call.name),
                         call.arguments,
-                        ToolContext(self.run_.job_id, step, index, self.run_.run, str(tier), attempt),
+                        ToolContext(
+                            self.run_.job_id, step, index, self.run_.run, str(tier), attempt, config=self.run_.config
+                        ),
                     )
                     for index, call in enumerate(calls)
                 )

@@ -8,6 +8,7 @@ Schema that the workers publish in the graph catalog, before anything is written
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import threading
 import time
@@ -22,6 +23,7 @@ from redis.exceptions import RedisError
 from slmflow import telemetry
 from slmflow.errors import (
     InvalidInput,
+    JobAwaitingApproval,
     JobCancelled,
     JobFailed,
     JobNeedsReview,
@@ -34,7 +36,7 @@ from slmflow.events import Event
 from slmflow.fleet.queues import publish_job, publisher
 from slmflow.fleet.records import JobRecord
 from slmflow.fleet.store import JobStore, new_job_id
-from slmflow.jobs import JobStatus
+from slmflow.jobs import JobStatus, approval_answer, approval_message
 from slmflow.settings import Settings, load_settings
 from slmflow.validation import check_key, check_size, json_object, shown, validate
 
@@ -90,6 +92,9 @@ class AsyncJob:
                 raise JobNeedsReview(f"job {self.id} waits for review at step {step!r}: answer it with Job.review() "
                                      f"or `slmflow review {self.id} --answer FILE`",
                                      job_id=self.id, review=record.review)  # fmt: skip
+            if record.status == JobStatus.AWAITING_APPROVAL:
+                raise JobAwaitingApproval(approval_message(self.id, record.approval),
+                                          job_id=self.id, approval=record.approval)  # fmt: skip
             if deadline is not None and time.monotonic() > deadline:
                 raise JobTimeout(f"job {self.id} is still {record.status.value} after {timeout:g}s", job_id=self.id)
             await asyncio.sleep(delay)
@@ -106,14 +111,25 @@ class AsyncJob:
 
     async def review(self, answer: Any) -> None:
         """Answer the step a `needs_review` job waits on; the job resumes from there."""
+        await self._resume(JobStatus.NEEDS_REVIEW, answer)
+
+    async def approve(self, *, edit: list[dict[str, Any]] | None = None, reject: str | None = None) -> None:
+        """Decide on the calls an `awaiting_approval` job proposed: approve them as they are (no
+        argument), approve `edit`ed calls (checked like the model's), or `reject` them with a reason
+        the step's model sees on a new attempt. The job resumes; an approved call runs once."""
+        await self._resume(JobStatus.AWAITING_APPROVAL, approval_answer(edit, reject))
+
+    async def _resume(self, waiting: JobStatus, answer: Any) -> None:
         record = await self.get()
-        if record.status != JobStatus.NEEDS_REVIEW:
-            raise UsageError(f"job {self.id} is {record.status.value}, not needs_review: there is nothing to review")
+        if record.status != waiting:
+            what = "review" if waiting == JobStatus.NEEDS_REVIEW else "approve"
+            raise UsageError(f"job {self.id} is {record.status.value}, not {waiting.value}: there is nothing to {what}")
         # Queued (and active) again with the answer in the record first, then published: if the
         # publish is lost, the reconciler publishes it, and the run finds the answer in the record.
-        record.status, record.review, record.review_answer = JobStatus.QUEUED, None, {"answer": answer}
-        if not await self.client.store.requeue_for_review(record):
-            raise UsageError(f"job {self.id} was reviewed by someone else meanwhile")
+        record.status, record.review, record.approval = JobStatus.QUEUED, None, None
+        record.review_answer = {"answer": answer}
+        if not await self.client.store.requeue_for_review(record, waiting):
+            raise UsageError(f"job {self.id} was answered by someone else meanwhile")
         await self.client.store.reset_stalls(self.id)
         self.client.enqueue(self.id, resumed=True)
 
@@ -148,6 +164,7 @@ class AsyncClient:
         input: Mapping[str, Any],
         idempotency_key: str | None = None,
         metadata: Mapping[str, Any] | None = None,
+        config: Mapping[str, Any] | None = None,
     ) -> AsyncJob:
         """Validate the input, record the job and enqueue it; the same key returns the first job.
 
@@ -155,8 +172,10 @@ class AsyncClient:
         `UnknownGraph`), raised before anything is written: the graph is a served graph's name, the
         input a JSON object its schema accepts, the key a str of 1 to SLMFLOW_MAX_KEY_CHARS printable
         characters, the metadata a JSON object; input and metadata within SLMFLOW_MAX_*_BYTES.
+        `config` is the job's own values, handed to its nodes and tools (`ToolContext.config`): a
+        JSON object within SLMFLOW_MAX_METADATA_BYTES, never secrets (it is stored with the job).
         """
-        submission = _checked(self.settings, graph, input, idempotency_key, metadata)
+        submission = _checked(self.settings, graph, input, idempotency_key, metadata, config=config)
         info = await self._graph(submission.graph)
         validate(info.input_schema, submission.input, graph=info.name)
         return await self._write(info, submission)
@@ -176,7 +195,8 @@ class AsyncClient:
         """Record a checked submission and enqueue it (the first write of a submit)."""
         with telemetry.submit_span(info.name) as span:
             record = JobRecord(id=new_job_id(), graph=info.name, graph_version=info.version, input=submission.input,
-                               metadata=submission.metadata, idempotency_key=submission.key,
+                               metadata=submission.metadata, config=submission.config,
+                               idempotency_key=submission.key,
                                trace_id=telemetry.current_trace_id(), trace_context=telemetry.carrier())  # fmt: skip
             job_id, created = await self.store.create(record, submission.key)
             span.set_attribute("slmflow.job_id", job_id)
@@ -240,9 +260,11 @@ class _Submission:
     key: str | None
     metadata: dict[str, Any]
     field: str = "input"
+    config: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
-def _checked(settings: Settings, graph: Any, data: Any, key: Any, metadata: Any, field: str = "input") -> _Submission:
+def _checked(settings: Settings, graph: Any, data: Any, key: Any, metadata: Any, field: str = "input", *,
+             config: Any = None) -> _Submission:  # fmt: skip
     """The checks of a submit that need no Redis: types, JSON, sizes (each a typed error naming the argument)."""
     if not isinstance(graph, str):
         raise InvalidInput(f"graph must be a str naming a served graph, not {type(graph).__name__} {shown(graph)}",
@@ -252,7 +274,9 @@ def _checked(settings: Settings, graph: Any, data: Any, key: Any, metadata: Any,
     checked_key = check_key(key, settings.max_key_chars)
     extra = json_object({} if metadata is None else metadata, "metadata")
     check_size(extra, "metadata", settings.max_metadata_bytes, "SLMFLOW_MAX_METADATA_BYTES")
-    return _Submission(graph, plain, checked_key, extra, field)
+    values = json_object({} if config is None else config, "config")
+    check_size(values, "config", settings.max_metadata_bytes, "SLMFLOW_MAX_METADATA_BYTES")
+    return _Submission(graph, plain, checked_key, extra, field, values)
 
 
 def _pairs(jobs: Any) -> list[tuple[Any, Any]]:
@@ -323,6 +347,10 @@ class Job:
         """Answer the step a `needs_review` job waits on; the job resumes from there."""
         self._runner.run(self._job.review(answer))
 
+    def approve(self, *, edit: list[dict[str, Any]] | None = None, reject: str | None = None) -> None:
+        """Approve, edit or reject the calls an `awaiting_approval` job proposed (see `AsyncJob.approve`)."""
+        self._runner.run(self._job.approve(edit=edit, reject=reject))
+
 
 class Client:
     """Submit and follow jobs (sync face of `AsyncClient`)."""
@@ -346,9 +374,10 @@ class Client:
         return self._runner.run(self._client.graphs())
 
     def submit(self, graph: str, input: Mapping[str, Any], idempotency_key: str | None = None,
-               metadata: Mapping[str, Any] | None = None) -> Job:  # fmt: skip
+               metadata: Mapping[str, Any] | None = None, config: Mapping[str, Any] | None = None) -> Job:  # fmt: skip
         """Validate the input, record the job and enqueue it; the same key returns the first job."""
-        return Job(self._runner.run(self._client.submit(graph, input, idempotency_key, metadata)), self._runner)
+        job = self._runner.run(self._client.submit(graph, input, idempotency_key, metadata, config))
+        return Job(job, self._runner)
 
     def submit_many(self, jobs: Iterable[tuple[str, Mapping[str, Any]]]) -> list[Job]:
         """Submit (graph, input) pairs; every input is validated before any job is written."""

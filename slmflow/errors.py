@@ -28,7 +28,9 @@ SlmflowError
     ├── JobFailed
     ├── JobCancelled
     ├── JobNeedsReview          the job waits for a human answer (`Job.review`)
-    └── JobTimeout              (also TimeoutError) still not finished when the caller stopped waiting
+    ├── JobAwaitingApproval     the job waits for a proposed tool call to be approved (`Job.approve`)
+    ├── JobTimeout              (also TimeoutError) still not finished when the caller stopped waiting
+    └── StepFailed              a step no tier could answer, declared `on_failure="fail"`
 ```
 
 Each error is built from JSON values only (`message` plus keyword context), so it survives a
@@ -45,6 +47,7 @@ __all__ = [
     "InputTooLarge",
     "InvalidInput",
     "InvalidToolArguments",
+    "JobAwaitingApproval",
     "JobCancelled",
     "JobError",
     "JobFailed",
@@ -57,6 +60,7 @@ __all__ = [
     "ProjectError",
     "SettingsError",
     "SlmflowError",
+    "StepFailed",
     "StoreUnavailable",
     "ToolError",
     "ToolFailed",
@@ -208,3 +212,14 @@ class JobNeedsReview(JobError):
 
 class JobTimeout(JobError, TimeoutError):
     """The job had not ended when the caller's wait ran out (it goes on running)."""
+
+
+class JobAwaitingApproval(JobError):
+    """A step proposed tool calls that need approval: the job waits for `Job.approve(...)`."""
+
+
+class StepFailed(JobError):
+    """No tier could answer a step whose node says `on_failure="fail"`: the job ends `failed`.
+
+    `context` holds the `step`, its `skill` and the escalation `reasons`.
+    """

@@ -2,33 +2,55 @@
 
 A project declares one `GraphSpec` per job (`graph = GraphSpec(...)` in its `graphs/` module). A
 node built by `skill_node` runs a skill through the cascade with what the job provides through
-LangGraph's runtime context (`JobContext`: endpoints, tools, executor, job id, event sink). A skill
-no tier could answer pauses the graph with a LangGraph `interrupt`: the job is `needs_review`.
+LangGraph's runtime context (`JobContext`: endpoints, tools, executor, job id, event sink, the
+job's config). A skill no tier could answer pauses the graph with a LangGraph `interrupt` (the job
+is `needs_review`), fails the job or routes the graph, as its node's `on_failure` says. Tool calls
+that need approval pause it too (`awaiting_approval`), and run once approved. A code node calls a
+tool with `call_tool`.
 """
 
 from __future__ import annotations
 
+import asyncio
 import inspect
+import itertools
 import operator
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Annotated, Any, NotRequired, Protocol, TypedDict
+from typing import Annotated, Any, Literal, NotRequired, Protocol, TypedDict
 
 from langgraph.config import get_config
 from langgraph.graph import StateGraph
 from langgraph.runtime import Runtime
-from langgraph.types import interrupt
+from langgraph.types import Command, interrupt
 from pydantic import BaseModel
 
+from slmflow.answers import Tier
 from slmflow.cascade import run_skill
-from slmflow.errors import ToolOutcomeUnknown, UsageError
+from slmflow.errors import StepFailed, ToolError, ToolOutcomeUnknown, UsageError
 from slmflow.events import Event, EventSink
 from slmflow.models import Endpoints
+from slmflow.narrowing import Narrowed, narrow
+from slmflow.results import Escalation, EscalationReason
 from slmflow.skills import Object, Skill, ToolCalls
-from slmflow.tools import ToolExecutor, ToolRegistry
-from slmflow.verdicts import review_errors
+from slmflow.tools import ToolCall, ToolContext, ToolExecutor, ToolRegistry
+from slmflow.verdicts import approval_errors, kept_form, review_errors
 
-__all__ = ["GraphSpec", "JobContext", "JobState", "MemoryMemo", "StepMemo", "skill_node"]
+__all__ = [
+    "APPROVAL",
+    "GraphSpec",
+    "Goto",
+    "JobContext",
+    "JobState",
+    "MemoryMemo",
+    "OnFailure",
+    "StepMemo",
+    "call_tool",
+    "skill_node",
+]
+
+APPROVAL = "approval"
+"""The `reason` of a pause for approval (a review payload's is absent or `outcome_unknown`)."""
 
 
 class JobState(TypedDict):
@@ -76,6 +98,9 @@ class JobContext:
     executor: ToolExecutor
     emit: EventSink = field(default=lambda event: None)
     memo: StepMemo = field(default_factory=MemoryMemo)
+    config: Mapping[str, Any] = field(default_factory=dict)
+    """The job's own values (`ToolContext.config`)."""
+    _calls: dict[str, int] = field(default_factory=dict)
 
     async def publish(self, event: Event) -> None:
         """Send an event to the sink (which may be sync or async)."""
@@ -96,8 +121,15 @@ class GraphSpec:
     skills: tuple[Skill, ...] = ()
     version: str = "1"
     description: str = ""
+    approve: Iterable[str] = ()
+    """The graph's approval policy: tools whose calls need approval here, besides those marked
+    `needs_approval` where they are declared."""
 
     def __post_init__(self) -> None:
+        approve = tuple(self.approve)
+        object.__setattr__(self, "approve", approve)
+        if approve:
+            object.__setattr__(self, "tools", self.tools.requiring_approval(approve))
         for skill in self.skills:
             if isinstance(skill.output, ToolCalls):
                 for name in skill.output.tools:
@@ -110,61 +142,229 @@ class GraphSpec:
 
 
 NodeInputs = Callable[[Mapping[str, Any]], Mapping[str, Any]]
-Node = Callable[[Mapping[str, Any], Runtime[JobContext]], Awaitable[dict[str, Any]]]
+Node = Callable[[Mapping[str, Any], Runtime[JobContext]], Awaitable[Any]]
 
 
-def skill_node(skill: Skill, inputs: NodeInputs, output_key: str, *, step: str | None = None) -> Node:
-    """A graph node that runs `skill` on `inputs(state)` and writes its answer to `output_key`."""
+@dataclass(frozen=True)
+class Goto:
+    """An `on_failure` route: the graph goes on at node `node` (a LangGraph `Command(goto=...)`),
+    with the failed step's summary in state key `key` (declare it in the graph's state)."""
+
+    node: str
+    key: str = "failure"
+
+
+OnFailure = Literal["review", "fail"] | Goto
+"""What a step no tier could answer does: `review` pauses the job for a human (`needs_review`),
+`fail` ends it `failed` (`StepFailed`), a `Goto` routes the graph (e.g. to a human hand-over)."""
+
+
+def skill_node(
+    skill: Skill, inputs: NodeInputs, output_key: str, *, step: str | None = None, on_failure: OnFailure = "review"
+) -> Node:
+    """A graph node that runs `skill` on `inputs(state)` and writes its answer to `output_key`.
+
+    Tool calls that need approval are proposed: the job pauses `awaiting_approval` until a human
+    approves, edits or rejects them (a rejection is fed back to a new run of the skill). A step no
+    tier could answer does what `on_failure` says.
+    """
     step_name = step or skill.name
+    if not (on_failure in ("review", "fail") or isinstance(on_failure, Goto)):
+        raise UsageError(f"step {step_name!r}: on_failure must be 'review', 'fail' or Goto(node), not {on_failure!r}")
 
-    async def node(state: Mapping[str, Any], runtime: Runtime[JobContext]) -> dict[str, Any]:
-        context = runtime.context
-        if context is None:
-            raise UsageError(f"graph step {step_name!r} ran without a JobContext: run it as a job")
+    async def node(state: Mapping[str, Any], runtime: Runtime[JobContext]) -> Any:
+        context = _context(runtime, f"graph step {step_name!r}")
         # The run of this step: LangGraph's step number, the same when a crashed or paused run is
         # replayed, new each time a loop comes back here. Tool keys and the memo carry it.
         run = int(get_config().get("metadata", {}).get("langgraph_step", 0))
         values = dict(inputs(state))
-        memo_key = f"{step_name}:{run}"
-        # A step paused for review re-runs from its start when resumed: reuse its result.
-        recorded = await context.memo.recall(memo_key)
-        if recorded is None:
-            recorded = await _run_settled(skill, step_name, run, values, context)
+        here = _Step(skill, step_name, run, values, context, narrow(skill, values, context.tools))
+        recorded = await here.settle()
         if recorded["status"] == "ok":
             return {output_key: recorded["answer"], "skill_results": [recorded]}
-        await context.memo.remember(memo_key, recorded)
-        # Every tier failed: pause for a human. The payload is what a reviewer needs to answer; an
-        # answer that fails the step's schema or checks is refused and the step asks again.
-        payload: dict[str, Any] = {"step": step_name, "skill": skill.name, "result": recorded}
-        while errors := review_errors(skill, answer := interrupt(payload), values, context.tools):
-            payload = {**payload, "review_errors": errors}
-        if isinstance(skill.output, Object):
-            answer = skill.output.model.model_validate(answer).model_dump(mode="json")
-        reviewed = {**recorded, "status": "ok", "tier": "human", "answer": answer}
-        learning = context.endpoints.learning
-        if learning is not None and learning.record:
-            await learning.keep_review(skill, values, answer, context.tools, job_id=context.job_id, step=step_name)
-        await context.publish(Event(kind="step_finished", step=step_name, skill=skill.name,
-                                    data={"status": "ok", "tier": "human", "run": run}))  # fmt: skip
-        return {output_key: answer, "skill_results": [reviewed]}
+        if on_failure == "fail":
+            await here.finished(recorded)
+            reasons = [e["reason"] for e in recorded.get("escalations", [])]
+            why = ", ".join(reasons) or "no reason"
+            raise StepFailed(f"step {step_name!r} failed: no tier could answer it ({why})",
+                             step=step_name, skill=skill.name, reasons=reasons)  # fmt: skip
+        if isinstance(on_failure, Goto):
+            await here.finished(recorded)
+            failure = {"step": step_name, "skill": skill.name, **_failure_summary(recorded)}
+            return Command(goto=on_failure.node, update={on_failure.key: failure, "skill_results": [recorded]})
+        answer = await here.review(recorded)
+        return {output_key: answer, "skill_results": [{**recorded, "status": "ok", "tier": "human", "answer": answer}]}
 
     node.__name__ = step_name
     return node
 
 
-async def _run_settled(
-    skill: Skill, step: str, run: int, values: Mapping[str, Any], context: JobContext
-) -> dict[str, Any]:
-    """Run the step; a tool call whose outcome is unknown pauses it until a reviewer settles the call."""
-    while True:
-        try:
-            return await _run_step(skill, step, run, values, context)
-        except ToolOutcomeUnknown as exc:
-            payload = {"step": step, "skill": skill.name, "reason": "outcome_unknown", "message": exc.message,
-                       **{k: exc.context.get(k) for k in ("tool", "key", "arguments")}}  # fmt: skip
-            while errors := _settle_errors(answer := interrupt(payload)):
-                payload = {**payload, "review_errors": errors}
-            await context.executor.resolve(context.job_id, str(exc.context["key"]), answer)
+def _failure_summary(recorded: Mapping[str, Any]) -> dict[str, Any]:
+    attempts = recorded.get("attempts", [])
+    return {
+        "reasons": [e["reason"] for e in recorded.get("escalations", [])],
+        "last_errors": attempts[-1].get("errors", []) if attempts else [],
+        "last_output": attempts[-1].get("output") if attempts else None,
+    }
+
+
+@dataclass
+class _Step:
+    """One run of a skill node: its cascade runs (one per approval round), approvals and review."""
+
+    skill: Skill
+    name: str
+    run: int
+    values: dict[str, Any]
+    context: JobContext
+    narrowed: Narrowed
+
+    async def settle(self) -> dict[str, Any]:
+        """The step's result once no approval is pending: `ok`, or failed (`needs_review`)."""
+        feedback: list[tuple[Any, list[str]]] = []
+        for round_ in itertools.count():
+            # A step paused (for approval or review) re-runs from its start when resumed: every
+            # cascade run is remembered, so a replay asks no model twice and makes the same keys.
+            memo_key = f"{self.name}:{self.run}" + (f":{round_}" if round_ else "")
+            recorded = await self.context.memo.recall(memo_key)
+            if recorded is None:
+                recorded = await self._run_settled(feedback)
+                if recorded["status"] != "ok":
+                    await self.context.memo.remember(memo_key, recorded)
+            if recorded["status"] != "proposed":
+                return recorded
+            decision, calls = self._decide(recorded, round_)
+            if decision == "reject":
+                feedback.append(([{"name": c["name"], "arguments": c["arguments"]} for c in recorded["answer"]],
+                                 [f"a reviewer rejected the call(s): {calls}"]))  # fmt: skip
+                continue
+            return await self._run_approved(recorded, calls, round_, edited=decision == "edit")
+        raise AssertionError("unreachable")
+
+    def _decide(self, recorded: dict[str, Any], round_: int) -> tuple[str, Any]:
+        """Pause for approval of the proposed calls; ("approve"|"edit", calls) or ("reject", why)."""
+        proposed = [{"name": c["name"], "arguments": c["arguments"]} for c in recorded["answer"]]
+        payload: dict[str, Any] = {"reason": APPROVAL, "step": self.name, "skill": self.skill.name, "round": round_,
+                                   "calls": proposed, "tier": recorded.get("tier"),
+                                   "confidence": recorded.get("confidence")}  # fmt: skip
+        while True:
+            answer = interrupt(payload)
+            decision, value, errors = _approval_decision(answer, proposed)
+            if decision == "edit" and not errors:
+                errors = approval_errors(self.narrowed.skill, value, self.values, self.narrowed.tools)
+            if not errors:
+                return decision, value
+            payload = {**payload, "review_errors": errors}
+
+    async def _run_approved(self, recorded: dict[str, Any], calls: list[dict[str, Any]], round_: int, *,
+                            edited: bool) -> dict[str, Any]:  # fmt: skip
+        """Run the approved calls, keyed by this round (a replay after a crash reuses the keys: a
+        fleet runs each once, or pauses `outcome_unknown` for a call that may have run)."""
+        tools = self.narrowed.tools
+        assert tools is not None
+        contexts = [ToolContext(self.context.job_id, self.name, index, self.run, "approved", round_ + 1,
+                                config=self.context.config) for index in range(len(calls))]  # fmt: skip
+        while True:
+            try:
+                results = await asyncio.gather(*(
+                    self.context.executor.run(tools.get(c["name"]), tools.get(c["name"]).validate(c["arguments"]), ctx)
+                    for c, ctx in zip(calls, contexts, strict=True)
+                ))  # fmt: skip
+                break
+            except ToolOutcomeUnknown as exc:
+                await self._settle_unknown(exc)
+            except ToolError as exc:
+                failed = Escalation(skill=self.skill.name, step=self.name, from_tier=Tier(recorded["tier"]),
+                                    to="review", reason=EscalationReason.TOOL_ERROR, detail=str(exc)[:500])  # fmt: skip
+                return {**recorded, "status": "needs_review",
+                        "escalations": [*recorded.get("escalations", []), failed.model_dump(mode="json")]}  # fmt: skip
+        answer = kept_form([ToolCall(c["name"], c["arguments"], r) for c, r in zip(calls, results, strict=True)])
+        done = {**recorded, "status": "ok", "answer": answer, "approval": "edited" if edited else "approved"}
+        await self.finished(done)
+        return done
+
+    async def _run_settled(self, feedback: list[tuple[Any, list[str]]]) -> dict[str, Any]:
+        """Run the step; a tool call whose outcome is unknown pauses it until a reviewer settles it."""
+        while True:
+            try:
+                return await _run_step(self.skill, self.name, self.run, self.values, self.context, feedback)
+            except ToolOutcomeUnknown as exc:
+                await self._settle_unknown(exc)
+
+    async def _settle_unknown(self, exc: ToolOutcomeUnknown) -> None:
+        payload = {"step": self.name, "skill": self.skill.name, "reason": "outcome_unknown", "message": exc.message,
+                   **{k: exc.context.get(k) for k in ("tool", "key", "arguments")}}  # fmt: skip
+        while errors := _settle_errors(answer := interrupt(payload)):
+            payload = {**payload, "review_errors": errors}
+        await self.context.executor.resolve(self.context.job_id, str(exc.context["key"]), answer)
+
+    async def review(self, recorded: dict[str, Any]) -> Any:
+        """Pause for a human answer (checked by the step's schema, narrowing and checks); keep it."""
+        skill, context = self.narrowed.skill, self.context
+        # The payload is what a reviewer needs to answer; an answer that fails the step's schema or
+        # checks is refused and the step asks again.
+        payload: dict[str, Any] = {"step": self.name, "skill": skill.name, "result": recorded}
+        while errors := review_errors(skill, answer := interrupt(payload), self.values, self.narrowed.tools):
+            payload = {**payload, "review_errors": errors}
+        if isinstance(skill.output, Object):
+            answer = skill.output.model.model_validate(answer).model_dump(mode="json")
+        learning = context.endpoints.learning
+        if learning is not None and learning.record:
+            await learning.keep_review(skill, self.values, answer, context.tools, job_id=context.job_id, step=self.name)
+        await context.publish(Event(kind="step_finished", step=self.name, skill=skill.name,
+                                    data={"status": "ok", "tier": "human", "run": self.run}))  # fmt: skip
+        return answer
+
+    async def finished(self, recorded: dict[str, Any]) -> None:
+        """The step's `step_finished` event for an ending decided here (approved, failed, routed)."""
+        await self.context.publish(Event(kind="step_finished", step=self.name, skill=self.skill.name, data={
+            "status": recorded["status"], "tier": recorded.get("tier"), "run": self.run, "attempts": 0,
+            **({"approval": recorded["approval"]} if "approval" in recorded else {}),
+        }))  # fmt: skip
+
+
+def _approval_decision(answer: Any, proposed: list[dict[str, Any]]) -> tuple[str, Any, list[str]]:
+    """A reviewer's decision: {"approve": true}, {"edit": [calls]} or {"reject": "why"}."""
+    usage = ['answer {"approve": true}, {"edit": [{"name": ..., "arguments": {...}}]} or {"reject": "why"}']
+    if not isinstance(answer, dict) or len(answer) != 1:
+        return "", None, usage
+    if answer.get("approve") is True:
+        return "approve", proposed, []
+    if "reject" in answer:
+        why = answer["reject"]
+        if not isinstance(why, str) or not why.strip():
+            return "", None, ['a rejection says why, for the next attempt: {"reject": "why"}']
+        return "reject", why.strip(), []
+    if "edit" in answer:
+        calls = answer["edit"]
+        if not isinstance(calls, list) or not calls or not all(isinstance(c, dict) and "name" in c for c in calls):
+            return "", None, ['an edit is a list of calls: {"edit": [{"name": ..., "arguments": {...}}]}']
+        return "edit", [{"name": c["name"], "arguments": c.get("arguments", {})} for c in calls], []
+    return "", None, usage
+
+
+async def call_tool(runtime: Runtime[JobContext], name: str, arguments: Mapping[str, Any]) -> Any:
+    """Run tool `name` from a code node, through the job's executor, as a model's call would run:
+    arguments validated against its schema first (`InvalidToolArguments`), keyed by the node's run
+    and the call's order in it (a replayed node makes the same keys), traced, with a `tool_called`
+    event from the executor. Its failure is the typed `ToolError`, which ends the job `failed`
+    unless the node catches it."""
+    context = _context(runtime, "call_tool")
+    metadata = get_config().get("metadata", {})
+    step, run = str(metadata.get("langgraph_node", "code")), int(metadata.get("langgraph_step", 0))
+    spec = context.tools.get(name)
+    checked = spec.validate(arguments)
+    counter = f"{step}:{run}"
+    index = context._calls.get(counter, 0)
+    context._calls[counter] = index + 1
+    tool_context = ToolContext(context.job_id, step, index, run, "code", 1, config=context.config)
+    return await context.executor.run(spec, checked, tool_context)
+
+
+def _context(runtime: Runtime[JobContext], what: str) -> JobContext:
+    if runtime.context is None:
+        raise UsageError(f"{what} ran without a JobContext: run the graph as a job (run_job, slmflow run, a fleet)")
+    return runtime.context
 
 
 def _settle_errors(answer: Any) -> list[str]:
@@ -174,12 +374,17 @@ def _settle_errors(answer: Any) -> list[str]:
 
 
 async def _run_step(
-    skill: Skill, step: str, run: int, values: Mapping[str, Any], context: JobContext
+    skill: Skill,
+    step: str,
+    run: int,
+    values: Mapping[str, Any],
+    context: JobContext,
+    feedback: Sequence[tuple[Any, list[str]]] = (),
 ) -> dict[str, Any]:
     await context.publish(Event(kind="step_started", step=step, skill=skill.name, data={"run": run}))
     result = await run_skill(
         skill, values, context.endpoints, tools=context.tools, executor=context.executor,
-        job_id=context.job_id, step=step, run=run,
+        job_id=context.job_id, step=step, run=run, config=context.config, feedback=feedback,
     )  # fmt: skip
     for escalation in result.escalations:
         await context.publish(Event(kind="skill_escalated", step=step, skill=skill.name,

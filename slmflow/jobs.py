@@ -11,6 +11,7 @@ import time
 import uuid
 from collections.abc import Mapping
 from enum import StrEnum
+from types import MappingProxyType
 from typing import Any
 
 from langchain_core.runnables import RunnableConfig
@@ -23,14 +24,17 @@ from slmflow import telemetry
 from slmflow.answers import Tier
 from slmflow.errors import InvalidInput, SlmflowError, UsageError
 from slmflow.events import Event, EventSink
-from slmflow.graphs import GraphSpec, JobContext, MemoryMemo, StepMemo
+from slmflow.graphs import APPROVAL, GraphSpec, JobContext, MemoryMemo, StepMemo
 from slmflow.models import Endpoints
 from slmflow.redaction import excerpt
 from slmflow.results import Escalation, SkillResult, Usage
 from slmflow.tools import InProcessExecutor, ToolExecutor
 from slmflow.validation import json_object, validate
 
-__all__ = ["NO_RESUME", "JobResult", "JobStatus", "JobUsage", "run_job", "validate_input"]
+__all__ = [
+    "NO_RESUME", "JobResult", "JobStatus", "JobUsage", "approval_answer", "approval_message", "run_job",
+    "validate_input",
+]  # fmt: skip
 
 
 class JobStatus(StrEnum):
@@ -41,6 +45,7 @@ class JobStatus(StrEnum):
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     NEEDS_REVIEW = "needs_review"
+    AWAITING_APPROVAL = "awaiting_approval"
     CANCELLED = "cancelled"
 
 
@@ -87,9 +92,33 @@ class JobResult(BaseModel):
     output: dict[str, Any] | None = None
     error: dict[str, Any] | None = None
     review: dict[str, Any] | None = None
-    """For `needs_review`: the step waiting for a human and why no tier could answer it."""
+    """For `needs_review`: the step waiting for a human, why no tier could answer it, and what the
+    model last answered."""
+    approval: dict[str, Any] | None = None
+    """For `awaiting_approval`: the step, the proposed calls (`calls`), who proposed them and how sure."""
     usage: JobUsage = Field(default_factory=JobUsage)
     trace_id: str | None = None
+
+
+def approval_answer(edit: list[dict[str, Any]] | None = None, reject: str | None = None) -> dict[str, Any]:
+    """The answer that resumes a step paused for approval: approve, approve edited calls, or reject."""
+    if edit is not None and reject is not None:
+        raise UsageError("approve with edited calls or reject them, not both")
+    if reject is not None:
+        if not isinstance(reject, str) or not reject.strip():
+            raise UsageError("a rejection needs a reason (the step's model sees it on its next attempt)")
+        return {"reject": reject}
+    if edit is not None:
+        return {"edit": edit}
+    return {"approve": True}
+
+
+def approval_message(job_id: str, approval: Mapping[str, Any] | None) -> str:
+    """What a job paused for approval waits for, and how to decide."""
+    approval = approval or {}
+    calls = ", ".join(f"{c.get('name')}({excerpt(str(c.get('arguments')), 120)})" for c in approval.get("calls", []))
+    return (f"job {job_id} waits for approval at step {approval.get('step')!r} of: {calls or 'no call'}; decide with "
+            f"Job.approve() or `slmflow approve {job_id}` (--edit FILE, --reject WHY)")  # fmt: skip
 
 
 def validate_input(spec: GraphSpec, data: Mapping[str, Any]) -> BaseModel:
@@ -140,34 +169,49 @@ async def run_job(
     memo: StepMemo | None = None,
     resume: Any = NO_RESUME,
     trace_parent: Mapping[str, str] | None = None,
+    config: Mapping[str, Any] | None = None,
 ) -> JobResult:
     """Run one job to its end (or to a pause for review) and return its result.
 
     A job whose thread already has a checkpoint (its earlier run crashed) continues from it
     instead of starting over; `resume` is a reviewer's answer for a job paused in `needs_review`.
-    Bad input raises `InvalidInput` before anything runs. Errors of slmflow's own kind inside the
-    job end it `failed` with the error kept; anything else is a bug and propagates.
+    `config` is the job's own values: LangGraph `configurable` for its nodes, and
+    `ToolContext.config` for its tools. Bad input raises `InvalidInput` before anything runs.
+    Errors of slmflow's own kind inside the job end it `failed` with the error kept; anything else
+    is a bug and propagates.
     """
     job_input = validate_input(spec, data)
     job_id = job_id or uuid.uuid4().hex
-    context = JobContext(
-        job_id, endpoints, spec.tools, executor or InProcessExecutor(), emit or (lambda _: None), memo or MemoryMemo()
-    )
+    values = _job_config(config)
+    in_process = InProcessExecutor()
+    context = JobContext(job_id, endpoints, spec.tools, executor or in_process, emit or (lambda _: None),
+                         memo or MemoryMemo(), MappingProxyType(values))  # fmt: skip
+    in_process.emit = context.publish
     graph = _compiled(spec.builder, checkpointer)
-    config: RunnableConfig = {"configurable": {"thread_id": job_id}}
+    run_config: RunnableConfig = {"configurable": {**values, "thread_id": job_id}}
     payload: Any = {"input": job_input.model_dump(mode="json"), "skill_results": []}
-    if resume is not NO_RESUME and not (await graph.aget_state(config)).interrupts:
+    if resume is not NO_RESUME and not (await graph.aget_state(run_config)).interrupts:
         resume = NO_RESUME  # the answer was taken by an earlier run that crashed after it: carry on
     if resume is not NO_RESUME:
         payload = Command(resume=resume)
-    elif await checkpointer.aget_tuple(config) is not None:
+    elif await checkpointer.aget_tuple(run_config) is not None:
         payload = None  # LangGraph continues the thread from its last checkpoint
     with telemetry.job_span(spec.name, job_id, trace_parent):
         result = await _invoke(
-            spec, graph, payload, config, context, resumed=payload is None or resume is not NO_RESUME
+            spec, graph, payload, run_config, context, resumed=payload is None or resume is not NO_RESUME
         )
         result.trace_id = telemetry.current_trace_id()
         return result
+
+
+def _job_config(config: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The job's own values, or `InvalidInput` for a key LangGraph reserves."""
+    values = dict(config or {})
+    for key in values:
+        if not isinstance(key, str) or key == "thread_id" or key.startswith("__") or key.startswith("checkpoint_"):
+            raise InvalidInput(f"config key {key!r} is reserved (thread_id is the job id; __* and checkpoint_* are "
+                               "LangGraph's): rename it", field="config")  # fmt: skip
+    return values
 
 
 async def _invoke(
@@ -200,9 +244,13 @@ def _compiled(builder: StateGraph[Any, Any, Any, Any], checkpointer: BaseCheckpo
 def _result(spec: GraphSpec, job_id: str, state: StateSnapshot, latency_s: float) -> JobResult:
     values: dict[str, Any] = dict(state.values)
     results = [SkillResult.model_validate(r) for r in values.get("skill_results", [])]
-    review = None
+    review = approval = None
     output = None
-    if state.interrupts:
+    if state.interrupts and state.interrupts[0].value.get("reason") == APPROVAL:
+        approval = {k: v for k, v in state.interrupts[0].value.items() if k != "reason"}
+        approval.setdefault("review_errors", [])
+        status = JobStatus.AWAITING_APPROVAL
+    elif state.interrupts:
         review = state.interrupts[0].value
         if "result" in review:
             results.append(SkillResult.model_validate(review["result"]))
@@ -216,6 +264,7 @@ def _result(spec: GraphSpec, job_id: str, state: StateSnapshot, latency_s: float
         status=status,
         output=output,
         review=_review_summary(review),
+        approval=approval,
         usage=JobUsage.of(results, latency_s),
     )
 
@@ -233,5 +282,6 @@ def _review_summary(review: dict[str, Any] | None) -> dict[str, Any] | None:
         "skill": review["skill"],
         "reasons": [a.get("reason") for a in attempts if not a.get("ok")],
         "last_errors": attempts[-1].get("errors", []) if attempts else [],
+        "last_output": attempts[-1].get("output") if attempts else None,
         "review_errors": review.get("review_errors", []),
     }

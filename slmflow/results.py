@@ -107,7 +107,8 @@ class SkillResult(BaseModel):
     """A skill run: its kept answer (if any), who gave it, and everything spent on the way."""
 
     skill: str
-    status: Literal["ok", "needs_review"]
+    status: Literal["ok", "needs_review", "proposed"]
+    """`proposed`: the answer calls tools that need approval; they have not run."""
     answer: Any = None
     """The checked answer: a label, the object as a dict, or the tool calls with results."""
     tier: Tier | None = None
@@ -115,6 +116,8 @@ class SkillResult(BaseModel):
     attempts: list[Attempt] = Field(default_factory=list)
     escalations: list[Escalation] = Field(default_factory=list)
     usage: Usage = Field(default_factory=Usage)
+    narrowed: dict[str, Any] | None = None
+    """The input's narrowing of the answer (`Skill.narrow`), when there was one."""
 
     @property
     def ok(self) -> bool:

@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from slmflow.errors import InvalidInput
 
-__all__ = ["DEFAULT_SIGNAL", "Check", "Label", "Object", "Output", "Signal", "Skill", "ToolCalls"]
+__all__ = ["DEFAULT_SIGNAL", "Check", "Label", "Narrow", "Object", "Output", "Signal", "Skill", "ToolCalls"]
 
 Check = Callable[[Any, Mapping[str, Any]], Iterable[str]]
 """A domain check: (answer, skill input) -> error messages; none means the answer passes."""
@@ -40,6 +40,29 @@ class Object(BaseModel):
     model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
     kind: Literal["object"] = "object"
     model: type[BaseModel]
+    enums: tuple[tuple[str, tuple[Any, ...]], ...] = ()
+    """Top-level fields narrowed to these values (set by `Skill.narrow`, per input)."""
+
+    def json_schema(self) -> dict[str, Any]:
+        """The model's JSON Schema with the narrowed fields' `enum`s."""
+        schema = self.model.model_json_schema()
+        if self.enums:
+            properties = dict(schema.get("properties", {}))
+            for name, values in self.enums:
+                properties[name] = {**_without_type(properties[name]), "enum": list(values)}
+            schema = {**schema, "properties": properties}
+        return schema
+
+    def enum_errors(self, answer: BaseModel) -> list[str]:
+        """Narrowed fields whose value is not one of the allowed ones."""
+        data = answer.model_dump(mode="json")
+        return [f"{name}: {data.get(name)!r} is not one of {list(values)}"
+                for name, values in self.enums if data.get(name) not in values]  # fmt: skip
+
+
+def _without_type(prop: dict[str, Any]) -> dict[str, Any]:
+    """A property's schema minus what an enum replaces (its types and their alternatives)."""
+    return {k: v for k, v in prop.items() if k in ("title", "description")}
 
 
 class ToolCalls(BaseModel):
@@ -61,6 +84,19 @@ class ToolCalls(BaseModel):
 
 
 Output = Label | Object | ToolCalls
+
+
+class Narrow(BaseModel):
+    """One input's narrowing of a skill's answer to the job's own data (what `Skill.narrow` returns):
+    `labels` a subset of a label skill's labels; `fields` top-level fields of an object skill to the
+    allowed values; `arguments` tool arguments (tool -> argument -> allowed values). The request
+    decodes within it, and the answer is judged against it, on every tier and by a reviewer."""
+
+    model_config = ConfigDict(frozen=True)
+    labels: tuple[str, ...] | None = None
+    fields: dict[str, tuple[Any, ...]] = Field(default_factory=dict)
+    arguments: dict[str, dict[str, tuple[Any, ...]]] = Field(default_factory=dict)
+
 
 Signal = Literal["auto", "joint", "mean", "mean_free", "min", "margin", "agreement"]
 """How an SLM answer's confidence is scored (see `slmflow.verdicts.logprob_signals`):
@@ -114,6 +150,9 @@ class Skill(BaseModel):
     """Whether a failed SLM answer goes to the LLM (when one is configured)."""
     max_tokens: int | None = Field(default=None, gt=0)
     """Cap on generated tokens; None: a default per output kind."""
+    narrow: Callable[[Mapping[str, Any]], Narrow | None] | None = None
+    """Narrows the answer to this input's data: `narrow(values)` returns a `Narrow` (e.g. the order
+    ids an earlier lookup found) or None (no narrowing). See `slmflow.narrowing`."""
 
     @property
     def signal(self) -> Signal:

@@ -11,8 +11,8 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 import jsonschema
@@ -29,6 +29,7 @@ from slmflow.errors import (
     UnknownTool,
     UsageError,
 )
+from slmflow.events import Event
 from slmflow.redaction import excerpt
 
 __all__ = [
@@ -40,10 +41,13 @@ __all__ = [
     "ToolSpec",
     "declare_tool",
     "idempotent",
+    "needs_approval",
 ]
 
 IDEMPOTENT = "slmflow_idempotent"
 """Metadata flag on a langchain tool: running it twice with the same key has the effect of once."""
+NEEDS_APPROVAL = "slmflow_needs_approval"
+"""Metadata flag on a langchain tool: a model's call of it runs only once a human approves it."""
 
 DEFAULT_TOOL_TIMEOUT_S = 30.0
 
@@ -64,6 +68,9 @@ class ToolSpec:
     blindly; the job pauses for review with the reason `outcome_unknown`."""
     context_arg: str | None = None
     """The parameter that receives the call's `ToolContext` (hidden from the model's schema)."""
+    needs_approval: bool = False
+    """A model's checked call of it is proposed, not run: the job pauses `awaiting_approval` until a
+    human approves (or edits, or rejects) it, then it runs once."""
 
     def __post_init__(self) -> None:
         try:
@@ -123,14 +130,22 @@ def declare_tool(
     timeout: float = DEFAULT_TOOL_TIMEOUT_S,
     *,
     idempotent: bool = False,
+    needs_approval: bool = False,
 ) -> ToolSpec:
     """A tool declared by its OpenAI function spec: it runs elsewhere, or the call is the answer."""
-    return ToolSpec(name, description, _strict_object(parameters), run, timeout, idempotent)
+    return ToolSpec(name, description, _strict_object(parameters), run, timeout, idempotent,
+                    needs_approval=needs_approval)  # fmt: skip
 
 
 def idempotent(tool: BaseTool) -> BaseTool:
     """Mark a langchain tool idempotent (see `ToolSpec.idempotent`); use it above `@tool`."""
     tool.metadata = {**(tool.metadata or {}), IDEMPOTENT: True}
+    return tool
+
+
+def needs_approval(tool: BaseTool) -> BaseTool:
+    """Mark a langchain tool as needing approval (see `ToolSpec.needs_approval`); use it above `@tool`."""
+    tool.metadata = {**(tool.metadata or {}), NEEDS_APPROVAL: True}
     return tool
 
 
@@ -166,6 +181,7 @@ def _from_langchain(tool: BaseTool, timeout: float) -> ToolSpec:
         timeout=timeout,
         idempotent=bool((tool.metadata or {}).get(IDEMPOTENT)),
         context_arg=context_arg,
+        needs_approval=bool((tool.metadata or {}).get(NEEDS_APPROVAL)),
     )
 
 
@@ -198,6 +214,13 @@ class ToolRegistry:
         """Registered tool names, sorted."""
         return sorted(self._tools)
 
+    def requiring_approval(self, names: Iterable[str]) -> ToolRegistry:
+        """This registry with the tools `names` marked `needs_approval` (a graph's approval policy)."""
+        wanted = set(names)
+        for name in wanted:
+            self.get(name)
+        return ToolRegistry({n: replace(s, needs_approval=True) if n in wanted else s for n, s in self._tools.items()})
+
 
 @dataclass(frozen=True)
 class ToolCall:
@@ -226,6 +249,9 @@ class ToolContext:
     attempt: int = 1
     trace_parent: Mapping[str, str] | None = None
     """W3C context of the calling skill, when the call runs in another process."""
+    config: Mapping[str, Any] = field(default_factory=dict)
+    """The job's own values (`run_job(config=...)`, `Client.submit(config=...)`): per-job resources
+    such as a tenant or a database path. Never settings or secrets. JSON values on a fleet."""
 
     @property
     def key(self) -> str:
@@ -246,7 +272,13 @@ class ToolExecutor(Protocol):
 
 
 class InProcessExecutor:
-    """Runs tools in this process, each under its own timeout."""
+    """Runs tools in this process, each under its own timeout; each call is a `tool_called` event."""
+
+    emit: Callable[[Event], Awaitable[None]] | None = None
+    """Where each call's `tool_called` event goes (a job sets it to its event sink)."""
+
+    def __init__(self, emit: Callable[[Event], Awaitable[None]] | None = None) -> None:
+        self.emit = emit
 
     async def resolve(self, job_id: str, key: str, answer: dict[str, Any]) -> None:
         """Nothing to settle: an in-process call's outcome is never unknown (it dies with its job)."""
@@ -265,6 +297,9 @@ class InProcessExecutor:
                 raise
             finally:
                 telemetry.record_tool(spec.name, time.perf_counter() - started, error)
+                if self.emit is not None:
+                    data = {"tool": spec.name, "key": context.key, "ok": error is None}
+                    await self.emit(Event(kind="tool_called", step=context.step, data=data))
 
     async def _run(self, spec: ToolSpec, arguments: dict[str, Any], context: ToolContext) -> Any:
         assert spec.run is not None

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,8 +25,8 @@ from slmflow.skills import Label, Object, Skill, ToolCalls
 from slmflow.tools import ToolCall, ToolRegistry
 
 __all__ = [
-    "FORCED_LOGPROB", "Verdict", "agreement", "confidence", "constraint", "gate", "judge", "kept_form",
-    "logprob_signals", "review_errors", "scoring_fields",
+    "FORCED_LOGPROB", "Verdict", "agreement", "approval_errors", "confidence", "constraint", "gate", "judge",
+    "kept_form", "logprob_signals", "review_errors", "scoring_fields",
 ]  # fmt: skip
 
 
@@ -66,7 +67,7 @@ def constraint(skill: Skill, dialect: Dialect, tools: ToolRegistry | None) -> di
             return {"extra_body": {"structured_outputs": {"choice": list(output.labels)}}}
         return {"response_format": _json_schema_format(skill.name, _label_schema(output.labels))}
     if isinstance(output, Object):
-        return {"response_format": _json_schema_format(skill.name, output.model.model_json_schema())}
+        return {"response_format": _json_schema_format(skill.name, output.json_schema())}
     assert tools is not None, "a tool-calling skill runs with a tool registry"
     specs = [tools.get(name) for name in output.tools]
     # One granted tool called once: name it, so that only its arguments are left to decode. A named
@@ -225,14 +226,22 @@ def _parse_object(output: Object, text: str) -> Verdict:
     except json.JSONDecodeError as exc:
         return Verdict.reject(EscalationReason.INVALID_OUTPUT, f"not valid JSON ({exc.msg}): {excerpt(text, 200)!r}")
     try:
-        return Verdict(ok=True, answer=output.model.model_validate(data))
+        answer = output.model.model_validate(data)
     except ValidationError as exc:
         problems = [f"{'.'.join(map(str, e['loc'])) or 'object'}: {e['msg']}" for e in exc.errors()[:5]]
         return Verdict.reject(EscalationReason.INVALID_OUTPUT, *problems)
+    if problems := output.enum_errors(answer):
+        return Verdict.reject(EscalationReason.INVALID_OUTPUT, *problems)
+    return Verdict(ok=True, answer=answer)
 
 
 def _parse_tool_calls(output: ToolCalls, completion: Completion, tools: ToolRegistry) -> Verdict:
     raw = completion.tool_calls
+    if completion.finish_reason == "length":
+        # A call cut off mid-arguments is not parsed as a call: say so, not "got text".
+        return Verdict.reject(EscalationReason.INVALID_OUTPUT,
+                              f"the tool call was cut off at the token limit ({len(raw)} complete call(s) before "
+                              "it): raise the skill's max_tokens")  # fmt: skip
     if not output.min_calls <= len(raw) <= output.max_calls:
         wanted = (
             f"exactly {output.min_calls}"
@@ -267,6 +276,8 @@ def review_errors(skill: Skill, answer: Any, values: dict[str, Any], tools: Tool
             parsed = output.model.model_validate(answer)
         except ValidationError as exc:
             return [f"{'.'.join(map(str, e['loc'])) or 'answer'}: {e['msg']}" for e in exc.errors()[:5]]
+        if problems := output.enum_errors(parsed):
+            return problems
     else:
         if not isinstance(answer, list) or not all(isinstance(c, dict) and "name" in c for c in answer):
             return ["expected a list of tool calls: [{'name': ..., 'arguments': {...}, 'result': ...}]"]
@@ -279,4 +290,24 @@ def review_errors(skill: Skill, answer: Any, values: dict[str, Any], tools: Tool
         except ToolError as exc:
             return [str(exc)]
         return []  # a reviewer's calls are taken as done: their results are theirs to give
+    return [e for check in skill.checks for e in check(parsed, values)]
+
+
+def approval_errors(skill: Skill, calls: list[dict[str, Any]], values: Mapping[str, Any],
+                    tools: ToolRegistry | None) -> list[str]:  # fmt: skip
+    """What is wrong with a reviewer's edited calls: the same count, grants, arguments (narrowed
+    schemas) and domain checks a model's answer meets."""
+    output = skill.output
+    if not isinstance(output, ToolCalls) or tools is None:
+        return [f"step {skill.name!r} does not call tools"]
+    if not output.min_calls <= len(calls) <= output.max_calls:
+        return [f"expected {output.min_calls} to {output.max_calls} call(s), got {len(calls)}"]
+    parsed: list[ToolCall] = []
+    for call in calls:
+        if call["name"] not in output.tools:
+            return [f"tool {call['name']!r} is not granted to this step ({', '.join(output.tools)})"]
+        try:
+            parsed.append(ToolCall(call["name"], tools.get(call["name"]).validate(call.get("arguments", {}))))
+        except ToolError as exc:
+            return [str(exc)]
     return [e for check in skill.checks for e in check(parsed, values)]

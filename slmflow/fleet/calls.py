@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, cast
 
 import redis
@@ -47,6 +47,7 @@ class CallRecord:
     job_id: str
     step: str
     trace: dict[str, str] | None
+    config: dict[str, Any] = field(default_factory=dict)
 
 
 class JobCalls:
@@ -60,13 +61,13 @@ class JobCalls:
 
     async def record(
         self, key: str, token: int, *, tool: str, arguments: dict[str, Any], job_id: str, step: str,
-        idempotent: bool, trace: dict[str, str] | None,
+        idempotent: bool, trace: dict[str, str] | None, config: dict[str, Any] | None = None,
     ) -> tuple[str, dict[str, Any] | None]:  # fmt: skip
         """Record the call (fenced by the lease); returns its state and, once done, its outcome."""
         state, outcome = cast("list[str]", await self._record(
             keys=[keys.lease(job_id), keys.call(key)],
             args=[token, tool, json.dumps(arguments), job_id, step, "1" if idempotent else "0",
-                  json.dumps(trace or {}), self.ttl],
+                  json.dumps(trace or {}), self.ttl, json.dumps(config or {})],
         ))  # fmt: skip
         return state, json.loads(outcome) if outcome else None
 
@@ -136,7 +137,15 @@ class ToolsCalls:
         if verdict != "run":
             return verdict, None
         trace = json.loads(fields.get("trace") or "{}") or None
-        call = CallRecord(key, fields["tool"], json.loads(fields["arguments"]), job_id, fields["step"], trace)
+        call = CallRecord(
+            key,
+            fields["tool"],
+            json.loads(fields["arguments"]),
+            job_id,
+            fields["step"],
+            trace,
+            json.loads(fields.get("config") or "{}"),
+        )
         return verdict, call
 
     def renew(self, key: str, runner: str, alive_s: float) -> bool:

@@ -45,7 +45,7 @@ class CeleryToolExecutor:
         trace = telemetry.carrier()  # the tool's span joins the job's trace
         state, outcome = await self.calls.record(
             context.key, token, tool=spec.name, arguments=arguments, job_id=job_id, step=context.step,
-            idempotent=spec.idempotent, trace=trace,
+            idempotent=spec.idempotent, trace=trace, config=dict(context.config),
         )  # fmt: skip
         if state == "lost":
             raise LeaseLost(job_id, "recording a tool call")

@@ -93,7 +93,7 @@ return 1
 CANCEL = """
 local status = redis.call('HGET', KEYS[1], 'status')
 if not status then return -1 end
-if status == 'queued' or status == 'needs_review' then
+if status == 'queued' or status == 'needs_review' or status == 'awaiting_approval' then
   redis.call('HSET', KEYS[1], 'status', 'cancelled', 'cancelled_at', ARGV[1])
   redis.call('ZREM', KEYS[3], ARGV[3])
   return 1
@@ -156,7 +156,7 @@ redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 return 1
 """
 
-# KEYS: lease, call. ARGV: token, tool, arguments, job_id, step, idempotent, trace, ttl.
+# KEYS: lease, call. ARGV: token, tool, arguments, job_id, step, idempotent, trace, ttl, config.
 # The jobs worker records a granted, validated call before any tools worker may run it.
 # Returns {state, outcome}: 'recorded' for a new call, else the state the call already has.
 RECORD_CALL = """
@@ -164,7 +164,7 @@ if redis.call('GET', KEYS[1]) ~= ARGV[1] then return {'lost', ''} end
 local state = redis.call('HGET', KEYS[2], 'state')
 if state then return {state, redis.call('HGET', KEYS[2], 'outcome') or ''} end
 redis.call('HSET', KEYS[2], 'tool', ARGV[2], 'arguments', ARGV[3], 'job_id', ARGV[4], 'step', ARGV[5],
-           'idempotent', ARGV[6], 'trace', ARGV[7], 'state', 'recorded', 'tries', 0)
+           'idempotent', ARGV[6], 'trace', ARGV[7], 'config', ARGV[9], 'state', 'recorded', 'tries', 0)
 redis.call('EXPIRE', KEYS[2], ARGV[8])
 return {'recorded', ''}
 """

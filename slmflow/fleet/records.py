@@ -12,7 +12,7 @@ from slmflow.jobs import JobStatus, JobUsage
 __all__ = ["TERMINAL", "JobRecord"]
 
 TERMINAL = frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED})
-"""Statuses a job never leaves (`needs_review` does: a review resumes it)."""
+"""Statuses a job never leaves (`needs_review` and `awaiting_approval` do: a human's answer resumes it)."""
 
 
 def _now() -> datetime:
@@ -32,10 +32,14 @@ class JobRecord(BaseModel):
     """The typed error (`SlmflowError.to_dict()`) of a failed job."""
     review: dict[str, Any] | None = None
     """For `needs_review`: the step waiting for a human and why no tier could answer it."""
+    approval: dict[str, Any] | None = None
+    """For `awaiting_approval`: the step, the proposed calls (`calls`), who proposed them and how sure."""
     review_answer: dict[str, Any] | None = None
-    """A reviewer's answer (`{"answer": ...}`) the job's next run resumes the paused step with."""
+    """A reviewer's answer or approval decision (`{"answer": ...}`) the next run resumes the paused step with."""
     usage: JobUsage = Field(default_factory=JobUsage)
     metadata: dict[str, Any] = Field(default_factory=dict)
+    config: dict[str, Any] = Field(default_factory=dict)
+    """The job's own values, handed to its nodes and tools (`ToolContext.config`)."""
     idempotency_key: str | None = None
     attempts: int = 0
     """Runs of this job on workers (a takeover after a crash is one more)."""

@@ -230,7 +230,7 @@ class JobsRuntime:
         record.usage = result.usage
         record.trace_id = record.trace_id or result.trace_id
         await self._finish(record, token, result.status, emitted=True, output=result.output, error=result.error,
-                           review=result.review)  # fmt: skip
+                           review=result.review, approval=result.approval)  # fmt: skip
 
     @asynccontextmanager
     async def _holding(self, job_id: str, held: _Held) -> AsyncIterator[None]:
@@ -293,6 +293,7 @@ class JobsRuntime:
             memo=RedisMemo(self.store, record.id),
             resume=resume,
             trace_parent=record.trace_context or None,
+            config=record.config,
         )
 
     async def _finish(self, record: JobRecord, token: int, status: JobStatus, *, emitted: bool = False,
@@ -301,7 +302,7 @@ class JobsRuntime:
         for name, value in fields.items():
             setattr(record, name, value)
         record.status, record.review_answer = status, None
-        record.finished_at = _now() if status != JobStatus.NEEDS_REVIEW else None
+        record.finished_at = None if status in (JobStatus.NEEDS_REVIEW, JobStatus.AWAITING_APPROVAL) else _now()
         await self.store.fenced_put(record, token)
         if not emitted:
             await self.store.append_event(record.id, Event(kind="job_finished", data={"status": status}), token)

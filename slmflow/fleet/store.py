@@ -44,7 +44,7 @@ __all__ = [
     "redis_client",
 ]
 
-SETTLED = TERMINAL | {JobStatus.NEEDS_REVIEW}
+SETTLED = TERMINAL | {JobStatus.NEEDS_REVIEW, JobStatus.AWAITING_APPROVAL}
 """Statuses outside the fleet's invariant: nothing runs, nothing needs a message."""
 
 
@@ -187,11 +187,12 @@ class JobStore:
         if done == -1:
             raise CancelSignal(record.id)
 
-    async def requeue_for_review(self, record: JobRecord) -> bool:
-        """Store `record` as queued (and active) again if the job still waits for review."""
+    async def requeue_for_review(self, record: JobRecord, waiting: JobStatus = JobStatus.NEEDS_REVIEW) -> bool:
+        """Store `record` as queued (and active) again if the job is still `waiting` (for a review or
+        an approval)."""
         done = await self._requeue(
             keys=[keys.job(record.id), keys.ACTIVE],
-            args=[JobStatus.NEEDS_REVIEW.value, record.model_dump_json(), record.id, _ms(self.reconcile_after_s)],
+            args=[waiting.value, record.model_dump_json(), record.id, _ms(self.reconcile_after_s)],
         )
         return bool(done)
 

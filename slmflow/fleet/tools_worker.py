@@ -35,7 +35,9 @@ def context_of(call: CallRecord) -> ToolContext:
     """The `ToolContext` a recorded call was made in (its key names run, tier, attempt and index)."""
     prefix = f"{call.job_id}:{call.step}:"
     run, tier, attempt, index = call.key.removeprefix(prefix).split(":")
-    return ToolContext(call.job_id, call.step, int(index), int(run), tier, int(attempt), trace_parent=call.trace)
+    return ToolContext(
+        call.job_id, call.step, int(index), int(run), tier, int(attempt), trace_parent=call.trace, config=call.config
+    )
 
 
 class ToolsWorker:

@@ -170,6 +170,7 @@ class Learning:
                 answer=self.redacted(json.loads(answer_key(result.answer))) if result.ok else None,
                 confidence=result.confidence,
                 rationale=self.redacted(rationale) if rationale else None,
+                meta={"narrowed": self.redacted(result.narrowed)} if result.narrowed else {},
             )
         )
 

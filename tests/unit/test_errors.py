@@ -36,7 +36,8 @@ BRANCHES = {
     ],
     ModelError: ["ModelUnavailable", "ModelTimeout"],
     ToolError: ["ToolNotGranted", "InvalidToolArguments", "ToolTimeout", "ToolFailed", "ToolOutcomeUnknown"],
-    JobError: ["JobNotFound", "JobFailed", "JobCancelled", "JobNeedsReview", "JobTimeout"],
+    JobError: ["JobNotFound", "JobFailed", "JobCancelled", "JobNeedsReview", "JobAwaitingApproval", "JobTimeout",
+               "StepFailed"],
 }
 
 
