@@ -1,22 +1,29 @@
-"""The embedded default: run one job in this process, starting the local model server if needed."""
+"""The embedded default: run one job in this process, starting the local model server if needed.
+
+`run_graph` is the library's (checkpoints as the settings say: in memory by default);
+`run_local` is the CLI's: every job kept in the cache directory (`slmflow.local_jobs`), so that it
+can be resumed, reviewed or approved from another process by its id.
+"""
 
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 from slmflow.checkpoints import open_checkpointer
 from slmflow.connect import open_endpoints
-from slmflow.errors import InvalidInput
+from slmflow.errors import IdempotencyConflict, InvalidInput, JobNotFound, UsageError
 from slmflow.events import EventSink
 from slmflow.graphs import GraphSpec
-from slmflow.jobs import JobResult, run_job, validate_input
+from slmflow.jobs import NO_RESUME, JobResult, JobStatus, run_job, validate_input
+from slmflow.local_jobs import LocalJobs, local_checkpoint_url
 from slmflow.project import find_project
 from slmflow.settings import Settings
 
-__all__ = ["load_graph", "read_input", "run_graph"]
+__all__ = ["load_graph", "read_input", "run_graph", "run_local"]
 
 
 def read_input(path: Path) -> dict[str, Any]:
@@ -57,3 +64,54 @@ async def run_graph(
         open_checkpointer(settings.checkpoint_url) as checkpointer,
     ):
         return await run_job(spec, data, endpoints=endpoints, checkpointer=checkpointer, emit=emit)
+
+
+async def run_local(
+    settings: Settings,
+    *,
+    graph: str | None = None,
+    data: Mapping[str, Any] | None = None,
+    job_id: str | None = None,
+    resume: Any = NO_RESUME,
+    waiting: JobStatus | None = None,
+    emit: EventSink | None = None,
+    progress: Callable[[str], None] = print,
+) -> JobResult:
+    """The CLI's embedded job, kept in the cache directory under its id.
+
+    A new id (or none) starts `graph` on `data`. A kept job that was interrupted (still `running`)
+    resumes from its checkpoint; one that ended or paused is returned as it is, unless `resume` is
+    the answer to the pause it is `waiting` in (a review or an approval).
+    """
+    jobs = LocalJobs.of(settings)
+    kept = jobs.get(job_id) if job_id else None
+    if kept is None:
+        if resume is not NO_RESUME:
+            raise JobNotFound(f"no job {job_id} here (embedded jobs are kept in {jobs.path}) and no fleet holds it")
+        if graph is None or data is None:
+            raise InvalidInput(f"job {job_id} is not kept here: start it with a graph and --input FILE")
+        spec = load_graph(graph, settings)
+        validate_input(spec, data)
+        job_id = job_id or uuid.uuid4().hex
+        jobs.start(job_id, graph, dict(data), {})
+        run_data: Mapping[str, Any] = data
+    else:
+        if graph is not None and graph != kept.graph or data is not None and dict(data) != kept.input:
+            raise IdempotencyConflict(f"job {kept.id} is kept with graph {kept.graph!r} and another input: "
+                                      "leave out --input to resume it, or pick a new --job-id")  # fmt: skip
+        if resume is NO_RESUME and kept.status != JobStatus.RUNNING and kept.result is not None:
+            return kept.result  # ended or paused: nothing to run without an answer
+        if resume is not NO_RESUME and kept.status != waiting:
+            wanted = waiting.value if waiting else "paused"
+            raise UsageError(f"job {kept.id} is {kept.status.value}, not {wanted}: there is nothing to answer")
+        spec = load_graph(kept.graph, settings)
+        jobs.running(kept.id)
+        job_id, run_data = kept.id, kept.input
+    async with (
+        open_endpoints(settings, skills=spec.skills, learning=True, progress=progress) as endpoints,
+        open_checkpointer(local_checkpoint_url(settings)) as checkpointer,
+    ):
+        result = await run_job(spec, run_data, endpoints=endpoints, checkpointer=checkpointer, job_id=job_id,
+                               emit=emit, memo=jobs.memo(job_id), resume=resume)  # fmt: skip
+    jobs.save(result)
+    return result

@@ -1,4 +1,5 @@
-"""`slmflow submit|status|result|events|cancel|list|review`: jobs on a fleet, through the SDK `Client`."""
+"""`slmflow submit|status|result|events|cancel|list|review|approve`: jobs on a fleet, through the SDK
+`Client`; `review` and `approve` also answer the CLI's own embedded jobs (kept in the cache)."""
 
 from __future__ import annotations
 
@@ -10,21 +11,25 @@ import typer
 from rich.markup import escape
 from rich.table import Column, Table
 
-from slmflow.cli.output import console, err_console, print_json, print_outcome
+from slmflow.cli.output import console, err_console, exit_code, print_json, print_outcome
+from slmflow.cli.run import run_embedded
 from slmflow.client import Client, Job
 from slmflow.embedded import read_input
-from slmflow.errors import InvalidInput, JobError, JobNotFound
+from slmflow.errors import InvalidInput, JobAwaitingApproval, JobError, JobNotFound
 from slmflow.events import Event
 from slmflow.fleet.records import TERMINAL, JobRecord
-from slmflow.jobs import JobStatus
+from slmflow.jobs import JobStatus, approval_answer
+from slmflow.local_jobs import LocalJobs
+from slmflow.settings import load_settings
 
-__all__ = ["cancel", "events", "list_jobs", "result", "review", "status", "submit"]
+__all__ = ["approve", "cancel", "events", "list_jobs", "result", "review", "status", "submit"]
 
 JobId = Annotated[str, typer.Argument(help="Job id, as `slmflow submit` printed it.")]
 JsonOutput = Annotated[bool, typer.Option("--json", help="Print JSON on stdout and nothing else.")]
 Timeout = Annotated[float | None, typer.Option(help="Give up waiting after this many seconds.")]
 
-_COLOURS = {"succeeded": "green", "queued": "cyan", "running": "cyan", "needs_review": "yellow"}
+_COLOURS = {"succeeded": "green", "queued": "cyan", "running": "cyan", "needs_review": "yellow",
+            "awaiting_approval": "yellow"}  # fmt: skip
 _CANCELLED = {
     "cancelled": "cancelled (it was still queued)",
     "cancelling": "cancelling (its worker stops it)",
@@ -114,12 +119,39 @@ def list_jobs(
 def review(
     job_id: JobId,
     answer: Annotated[Path, typer.Option("--answer", "-a", help="JSON file with the answer for the paused step.")],
+    json_output: JsonOutput = False,
 ) -> None:
-    """Answer the step a needs_review job waits on; the job resumes from there."""
+    """Answer the step a needs_review job waits on; the job resumes from there (an embedded job
+    kept by `slmflow run` resumes here, in this process)."""
     value = _read_answer(answer)
+    settings = load_settings()
+    if LocalJobs.of(settings).get(job_id) is not None:
+        run_embedded(settings, job_id, json_output, job_id=job_id, resume=value, waiting=JobStatus.NEEDS_REVIEW)
     with Client() as client:
         client.get(job_id).review(value)
     console.print(f"job {job_id}: answered, queued to resume")
+
+
+def approve(
+    job_id: JobId,
+    edit: Annotated[
+        Path | None,
+        typer.Option("--edit", help='JSON file with the calls to run instead: [{"name": ..., "arguments": {...}}].'),
+    ] = None,
+    reject: Annotated[
+        str | None, typer.Option("--reject", help="Reject the proposed calls; the step's model sees why.")
+    ] = None,
+    json_output: JsonOutput = False,
+) -> None:
+    """Approve the tool calls an awaiting_approval job proposed (as they are, or --edit'ed), or
+    --reject them; the job resumes and an approved call runs once."""
+    answer = approval_answer(_read_answer(edit) if edit is not None else None, reject)
+    settings = load_settings()
+    if LocalJobs.of(settings).get(job_id) is not None:
+        run_embedded(settings, job_id, json_output, job_id=job_id, resume=answer, waiting=JobStatus.AWAITING_APPROVAL)
+    with Client() as client:
+        client.get(job_id).approve(edit=answer.get("edit"), reject=answer.get("reject"))
+    console.print(f"job {job_id}: {'rejected' if 'reject' in answer else 'approved'}, queued to resume")
 
 
 def _wait(job: Job, timeout: float | None, json_output: bool) -> None:
@@ -129,6 +161,10 @@ def _wait(job: Job, timeout: float | None, json_output: bool) -> None:
             record = job.result(timeout)
     except JobNotFound:
         raise
+    except JobAwaitingApproval as exc:  # a pause with its own exit code, not a failure
+        _print_record(job.get(), json_output)
+        err_console.print(escape(str(exc)), soft_wrap=True)
+        raise typer.Exit(exit_code(JobStatus.AWAITING_APPROVAL)) from None
     except JobError:
         _print_record(job.get(), json_output)  # the record explains the failure: print it, then exit 1
         raise
@@ -142,7 +178,8 @@ def _print_record(record: JobRecord, json_output: bool) -> None:
     if json_output:
         print_json(record.model_dump(mode="json"))
         return
-    print_outcome(record.id, record.graph, record.status, record.output, record.review, record.error, record.usage)
+    print_outcome(record.id, record.graph, record.status, record.output, record.review, record.error, record.usage,
+                  record.approval)  # fmt: skip
 
 
 def _status_text(state: JobStatus) -> str:

@@ -11,7 +11,7 @@ from rich.markup import escape
 from slmflow.events import Event
 from slmflow.jobs import JobStatus, JobUsage
 
-__all__ = ["console", "err_console", "print_json", "print_outcome", "render_event"]
+__all__ = ["EXIT_CODES", "console", "err_console", "exit_code", "print_json", "print_outcome", "render_event"]
 
 console = Console()
 err_console = Console(stderr=True)
@@ -37,6 +37,15 @@ def render_event(event: Event) -> str | None:
     return None
 
 
+EXIT_CODES = {JobStatus.SUCCEEDED: 0, JobStatus.AWAITING_APPROVAL: 3}
+"""Exit codes of a job's outcome: 0 succeeded, 3 awaiting_approval, 1 anything else (2 is a user error)."""
+
+
+def exit_code(status: JobStatus) -> int:
+    """The CLI's exit code for a job that ended (or paused) with `status`."""
+    return EXIT_CODES.get(status, 1)
+
+
 def print_outcome(
     job_id: str,
     graph: str,
@@ -45,17 +54,29 @@ def print_outcome(
     review: dict[str, Any] | None,
     error: dict[str, Any] | None,
     usage: JobUsage,
+    approval: dict[str, Any] | None = None,
 ) -> None:
     """A job's outcome for people: status, output, why it waits or failed, calls and cost."""
-    colour = {"succeeded": "green", "needs_review": "yellow", "running": "cyan", "queued": "cyan"}.get(status, "red")
+    colour = {"succeeded": "green", "needs_review": "yellow", "awaiting_approval": "yellow", "running": "cyan",
+              "queued": "cyan"}.get(status, "red")  # fmt: skip
     console.print(f"job {job_id} ({graph}): [bold {colour}]{status.value}[/]")
     if output:
         console.print_json(data=output)
     if review:
         reasons = ", ".join(map(str, review.get("reasons", [])))
         console.print(f"waiting for review at step {review.get('step')}: {escape(reasons)}")
+        if review.get("last_output") is not None:
+            console.print(f"  the model last answered: {escape(json.dumps(review['last_output'])[:300])}")
         for problem in review.get("review_errors", []):
             console.print(f"  last review answer refused: {escape(str(problem))}")
+        console.print(f"  answer it: slmflow review {job_id} --answer FILE")
+    if approval:
+        console.print(f"waiting for approval at step {approval.get('step')} (proposed by {approval.get('tier')}):")
+        for call in approval.get("calls", []):
+            console.print(f"  {escape(str(call.get('name')))}({escape(json.dumps(call.get('arguments')))})")
+        for problem in approval.get("review_errors", []):
+            console.print(f"  last decision refused: {escape(str(problem))}")
+        console.print(f"  decide: slmflow approve {job_id} [--edit FILE | --reject WHY]")
     if error:
         console.print(f"[red]{escape(str(error.get('type')))}: {escape(str(error.get('message')))}[/]")
     console.print(

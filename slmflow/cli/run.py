@@ -1,54 +1,74 @@
-"""`slmflow run GRAPH --input FILE [--json]`: one job, in this process."""
+"""`slmflow run GRAPH --input FILE [--job-id ID] [--json]`: one job, in this process, kept by its id."""
 
 from __future__ import annotations
 
 import asyncio
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
-from slmflow.cli.output import err_console, print_json, print_outcome, render_event
-from slmflow.embedded import load_graph, read_input, run_graph
+from slmflow.cli.output import err_console, exit_code, print_json, print_outcome, render_event
+from slmflow.embedded import load_graph, read_input, run_local
+from slmflow.errors import InvalidInput
 from slmflow.events import Event
-from slmflow.jobs import JobResult, JobStatus
-from slmflow.settings import load_settings
+from slmflow.jobs import NO_RESUME, JobResult, JobStatus
+from slmflow.settings import Settings, load_settings
 from slmflow.telemetry import setup_metrics, setup_tracing
 
-__all__ = ["run"]
+__all__ = ["run", "run_embedded"]
 
 
 def run(
     graph: Annotated[str, typer.Argument(help="Graph name, as the project file declares it.")],
-    input: Annotated[Path, typer.Option("--input", "-i", help="JSON file with the job's input.")],
+    input: Annotated[Path | None, typer.Option("--input", "-i", help="JSON file with the job's input.")] = None,
+    job_id: Annotated[
+        str | None,
+        typer.Option(
+            "--job-id", help="Resume this kept job (interrupted, or show a paused one), or start it under this id."
+        ),
+    ] = None,
     json_output: Annotated[bool, typer.Option("--json", help="Print one JSON object and nothing else.")] = False,
     project: Annotated[Path | None, typer.Option(help="Project directory (default: cwd).")] = None,
 ) -> None:
-    """Run one job in-process (starts the local model server when SLMFLOW_SLM_BASE_URL is unset)."""
+    """Run one job in-process (starts the local model server when SLMFLOW_SLM_BASE_URL is unset).
+
+    The job is kept in the cache directory under its id: `--job-id ID` resumes it after the process
+    was interrupted, and `slmflow review` / `slmflow approve` answer it when it pauses. Exit codes:
+    0 succeeded, 1 failed or needs_review, 2 a user error, 3 awaiting_approval.
+    """
     settings = load_settings(**({"project": project} if project else {}))
+    load_graph(graph, settings)  # an unknown graph is reported before a bad input file
+    if input is None and job_id is None:
+        raise InvalidInput("give the job's input: --input FILE (or --job-id ID to resume a kept job)")
+    data = read_input(input) if input is not None else None
+    run_embedded(settings, graph, json_output, graph=graph, data=data, job_id=job_id)
+
+
+def run_embedded(settings: Settings, label: str, json_output: bool, *, resume: Any = NO_RESUME,
+                 waiting: JobStatus | None = None, **job: Any) -> None:  # fmt: skip
+    """Run (or resume) a kept embedded job with progress on stderr, print its outcome, exit with its code."""
     setup_tracing("slmflow")
     setup_metrics("slmflow")
-    load_graph(graph, settings)  # an unknown graph is reported before a bad input file
-    data = read_input(input)
-    with err_console.status(f"running {graph}", spinner="dots") as status:
+    with err_console.status(f"running {label}", spinner="dots") as status:
 
         def show(event: Event) -> None:
             line = render_event(event)
             if line:
                 err_console.print(line, highlight=False)
             if event.kind == "step_started":
-                status.update(f"{graph}: {event.step}")
+                status.update(f"{label}: {event.step}")
 
         def progress(message: str) -> None:
             status.update(message)
             err_console.print(f"[dim]{message}[/]", highlight=False)
 
-        result = asyncio.run(run_graph(graph, data, settings, emit=show, progress=progress))
+        result = asyncio.run(run_local(settings, resume=resume, waiting=waiting, emit=show, progress=progress, **job))
     if json_output:
         print_json(_json(result))
     else:
         _print(result)
-    raise typer.Exit(0 if result.status == JobStatus.SUCCEEDED else 1)
+    raise typer.Exit(exit_code(result.status))
 
 
 def _json(result: JobResult) -> dict[str, object]:
@@ -59,6 +79,7 @@ def _json(result: JobResult) -> dict[str, object]:
         "status": result.status.value,
         "output": result.output,
         "review": result.review,
+        "approval": result.approval,
         "error": result.error,
         "usage": {
             "calls": usage.calls,
@@ -72,4 +93,5 @@ def _json(result: JobResult) -> dict[str, object]:
 
 
 def _print(result: JobResult) -> None:
-    print_outcome(result.job_id, result.graph, result.status, result.output, result.review, result.error, result.usage)
+    print_outcome(result.job_id, result.graph, result.status, result.output, result.review, result.error, result.usage,
+                  result.approval)  # fmt: skip
