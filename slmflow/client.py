@@ -117,7 +117,9 @@ class AsyncJob:
         """Decide on the calls an `awaiting_approval` job proposed: approve them as they are (no
         argument), approve `edit`ed calls (checked like the model's), or `reject` them with a reason
         the step's model sees on a new attempt. The job resumes; an approved call runs once."""
-        await self._resume(JobStatus.AWAITING_APPROVAL, approval_answer(edit, reject))
+        record = await self.get()
+        shown = (record.approval or {}).get("calls")
+        await self._resume(JobStatus.AWAITING_APPROVAL, approval_answer(edit, reject, shown))
 
     async def _resume(self, waiting: JobStatus, answer: Any) -> None:
         record = await self.get()

@@ -45,6 +45,7 @@ __all__ = [
     "MemoryMemo",
     "OnFailure",
     "StepMemo",
+    "Then",
     "call_tool",
     "skill_node",
 ]
@@ -148,7 +149,12 @@ Node = Callable[[Mapping[str, Any], Runtime[JobContext]], Awaitable[Any]]
 @dataclass(frozen=True)
 class Goto:
     """An `on_failure` route: the graph goes on at node `node` (a LangGraph `Command(goto=...)`),
-    with the failed step's summary in state key `key` (declare it in the graph's state)."""
+    with the failed step's summary in state key `key` (declare it in the graph's state).
+
+    LangGraph follows a node's edges besides a `Command`'s goto, so a node with a failure route
+    routes its success with `then` too and has no edges of its own: declare it with
+    `builder.add_node(name, node, destinations=(...))`.
+    """
 
     node: str
     key: str = "failure"
@@ -159,18 +165,37 @@ OnFailure = Literal["review", "fail"] | Goto
 `fail` ends it `failed` (`StepFailed`), a `Goto` routes the graph (e.g. to a human hand-over)."""
 
 
+Then = str | Callable[[Mapping[str, Any]], str]
+"""Where a node with a failure route goes on success: a node name, or a function of the state."""
+
+
 def skill_node(
-    skill: Skill, inputs: NodeInputs, output_key: str, *, step: str | None = None, on_failure: OnFailure = "review"
+    skill: Skill,
+    inputs: NodeInputs,
+    output_key: str,
+    *,
+    step: str | None = None,
+    on_failure: OnFailure = "review",
+    then: Then | None = None,
 ) -> Node:
     """A graph node that runs `skill` on `inputs(state)` and writes its answer to `output_key`.
 
     Tool calls that need approval are proposed: the job pauses `awaiting_approval` until a human
     approves, edits or rejects them (a rejection is fed back to a new run of the skill). A step no
-    tier could answer does what `on_failure` says.
+    tier could answer does what `on_failure` says; with a `Goto` route, `then` says where success
+    goes (a node name, or a function of the updated state).
     """
     step_name = step or skill.name
     if not (on_failure in ("review", "fail") or isinstance(on_failure, Goto)):
         raise UsageError(f"step {step_name!r}: on_failure must be 'review', 'fail' or Goto(node), not {on_failure!r}")
+    if isinstance(on_failure, Goto) and then is None:
+        raise UsageError(f"step {step_name!r} routes failures to {on_failure.node!r}: say where success goes with "
+                         "then=NODE (LangGraph would follow the node's own edges on failure too)")  # fmt: skip
+
+    def success(state: Mapping[str, Any], update: dict[str, Any]) -> Any:
+        if then is None:
+            return update
+        return Command(goto=then if isinstance(then, str) else then({**state, **update}), update=update)
 
     async def node(state: Mapping[str, Any], runtime: Runtime[JobContext]) -> Any:
         context = _context(runtime, f"graph step {step_name!r}")
@@ -181,7 +206,7 @@ def skill_node(
         here = _Step(skill, step_name, run, values, context, narrow(skill, values, context.tools))
         recorded = await here.settle()
         if recorded["status"] == "ok":
-            return {output_key: recorded["answer"], "skill_results": [recorded]}
+            return success(state, {output_key: recorded["answer"], "skill_results": [recorded]})
         if on_failure == "fail":
             await here.finished(recorded)
             reasons = [e["reason"] for e in recorded.get("escalations", [])]
@@ -193,7 +218,8 @@ def skill_node(
             failure = {"step": step_name, "skill": skill.name, **_failure_summary(recorded)}
             return Command(goto=on_failure.node, update={on_failure.key: failure, "skill_results": [recorded]})
         answer = await here.review(recorded)
-        return {output_key: answer, "skill_results": [{**recorded, "status": "ok", "tier": "human", "answer": answer}]}
+        reviewed = {**recorded, "status": "ok", "tier": "human", "answer": answer}
+        return success(state, {output_key: answer, "skill_results": [reviewed]})
 
     node.__name__ = step_name
     return node
@@ -326,10 +352,15 @@ class _Step:
 def _approval_decision(answer: Any, proposed: list[dict[str, Any]]) -> tuple[str, Any, list[str]]:
     """A reviewer's decision: {"approve": true}, {"edit": [calls]} or {"reject": "why"}."""
     usage = ['answer {"approve": true}, {"edit": [{"name": ..., "arguments": {...}}]} or {"reject": "why"}']
-    if not isinstance(answer, dict) or len(answer) != 1:
+    if not isinstance(answer, dict) or not answer:
         return "", None, usage
-    if answer.get("approve") is True:
+    if answer.get("approve") is True and set(answer) <= {"approve", "calls"}:
+        # The SDK and CLI send the calls they showed: an approval holds only for what was seen.
+        if "calls" in answer and answer["calls"] != proposed:
+            return "", None, ["the proposed calls changed since they were shown: decide on these"]
         return "approve", proposed, []
+    if len(answer) != 1:
+        return "", None, usage
     if "reject" in answer:
         why = answer["reject"]
         if not isinstance(why, str) or not why.strip():

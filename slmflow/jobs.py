@@ -9,9 +9,9 @@ from __future__ import annotations
 import functools
 import time
 import uuid
+import weakref
 from collections.abc import Mapping
 from enum import StrEnum
-from types import MappingProxyType
 from typing import Any
 
 from langchain_core.runnables import RunnableConfig
@@ -100,8 +100,11 @@ class JobResult(BaseModel):
     trace_id: str | None = None
 
 
-def approval_answer(edit: list[dict[str, Any]] | None = None, reject: str | None = None) -> dict[str, Any]:
-    """The answer that resumes a step paused for approval: approve, approve edited calls, or reject."""
+def approval_answer(
+    edit: list[dict[str, Any]] | None = None, reject: str | None = None, shown: list[dict[str, Any]] | None = None
+) -> dict[str, Any]:
+    """The answer that resumes a step paused for approval: approve (the `shown` calls, when given:
+    the step refuses an approval of calls it no longer proposes), approve edited calls, or reject."""
     if edit is not None and reject is not None:
         raise UsageError("approve with edited calls or reject them, not both")
     if reject is not None:
@@ -110,7 +113,7 @@ def approval_answer(edit: list[dict[str, Any]] | None = None, reject: str | None
         return {"reject": reject}
     if edit is not None:
         return {"edit": edit}
-    return {"approve": True}
+    return {"approve": True} if shown is None else {"approve": True, "calls": shown}
 
 
 def approval_message(job_id: str, approval: Mapping[str, Any] | None) -> str:
@@ -153,6 +156,15 @@ def _input_schema(model: type[BaseModel]) -> dict[str, Any]:
     return model.model_json_schema()
 
 
+_MEMOS: weakref.WeakKeyDictionary[BaseCheckpointSaver[str], dict[str, MemoryMemo]] = weakref.WeakKeyDictionary()
+
+
+def _memo_of(checkpointer: BaseCheckpointSaver[str], job_id: str) -> MemoryMemo:
+    """The default step memo of a job: in memory, as long as its checkpointer lives (a job resumed on
+    the same checkpointer finds its paused steps' results; a durable one needs a durable memo)."""
+    return _MEMOS.setdefault(checkpointer, {}).setdefault(job_id, MemoryMemo())
+
+
 NO_RESUME: Any = object()
 """Marker: the run is not a review's resumption."""
 
@@ -185,7 +197,7 @@ async def run_job(
     values = _job_config(config)
     in_process = InProcessExecutor()
     context = JobContext(job_id, endpoints, spec.tools, executor or in_process, emit or (lambda _: None),
-                         memo or MemoryMemo(), MappingProxyType(values))  # fmt: skip
+                         memo or _memo_of(checkpointer, job_id), values)  # fmt: skip
     in_process.emit = context.publish
     graph = _compiled(spec.builder, checkpointer)
     run_config: RunnableConfig = {"configurable": {**values, "thread_id": job_id}}

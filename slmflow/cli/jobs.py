@@ -145,9 +145,13 @@ def approve(
 ) -> None:
     """Approve the tool calls an awaiting_approval job proposed (as they are, or --edit'ed), or
     --reject them; the job resumes and an approved call runs once."""
-    answer = approval_answer(_read_answer(edit) if edit is not None else None, reject)
+    calls = _read_answer(edit) if edit is not None else None
+    answer = approval_answer(calls, reject)  # a bad decision is refused before anything is reached
     settings = load_settings()
-    if LocalJobs.of(settings).get(job_id) is not None:
+    kept = LocalJobs.of(settings).get(job_id)
+    if kept is not None:
+        shown = (kept.result.approval or {}).get("calls") if kept.result is not None else None
+        answer = approval_answer(calls, reject, shown)
         run_embedded(settings, job_id, json_output, job_id=job_id, resume=answer, waiting=JobStatus.AWAITING_APPROVAL)
     with Client() as client:
         client.get(job_id).approve(edit=answer.get("edit"), reject=answer.get("reject"))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import json
 import pkgutil
 import re
 from pathlib import Path
@@ -10,6 +11,7 @@ from pathlib import Path
 import pytest
 
 import slmflow
+from slmflow import errors
 
 PACKAGE_DIR = Path(slmflow.__file__).parent
 MODULES = sorted(
@@ -20,9 +22,22 @@ MODULES = sorted(
 PROJECT_IMPORT = re.compile(r"^(import|from)\s+(agents|tools|graphs|workers)\b", re.MULTILINE)
 
 
-def test_public_api_is_sorted_without_duplicates() -> None:
-    assert slmflow.__all__ == sorted(slmflow.__all__)
+PUBLIC_API = json.loads((Path(__file__).parent / "public_api.json").read_text())
+"""The committed public surface, by group: a change to it is a change to this file, on purpose."""
+
+
+def test_public_api_is_the_committed_snapshot_in_its_groups() -> None:
+    assert slmflow.__all__ == PUBLIC_API["sdk"] + PUBLIC_API["authoring"] + PUBLIC_API["errors"]
+    for group in PUBLIC_API.values():
+        assert group == sorted(group)
     assert len(slmflow.__all__) == len(set(slmflow.__all__))
+
+
+def test_every_error_is_exported() -> None:
+    assert PUBLIC_API["errors"] == sorted(errors.__all__)
+    raised = {name for name, value in vars(errors).items()
+              if isinstance(value, type) and issubclass(value, errors.SlmflowError)}  # fmt: skip
+    assert raised == set(PUBLIC_API["errors"])
 
 
 def test_every_exported_name_exists_and_is_public() -> None:
