@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -42,6 +43,56 @@ def triage_reply(body: dict[str, Any]) -> Reply:
     tools = [t["function"]["name"] for t in body.get("tools", [])]
     tool = "lookup_order" if tools == ["lookup_order"] else "check_refund_eligibility"
     return Reply(tool_calls=[(tool, {"order_id": "ORD-10012"})])
+
+
+ORDER_CASES = {json.loads(line)["input"]["message"]: json.loads(line)
+               for line in (ROOT / "examples" / "order_change" / "cases.jsonl").read_text().splitlines()}  # fmt: skip
+"""The order_change sample requests by message."""
+_QUOTED = re.compile(r"ORD-\d{5}")
+
+
+def order_reply(body: dict[str, Any]) -> Reply:
+    """A model that answers every order_change step as the sample requests expect (keyword rules for
+    a message that is not a sample): the action, the order, the change, a reply saying the decision."""
+    messages = body["messages"]
+    prompt = messages[-1]["content"]
+    message = prompt.split("Message:\n", 1)[-1]
+    case = ORDER_CASES.get(message.strip())
+    if "structured_outputs" in body:
+        choices = body["structured_outputs"]["choice"]
+        if "cancel" in choices:  # classify_request
+            lower = message.lower()
+            action = (
+                "cancel" if "cancel" in lower else "return" if "return" in lower or "send back" in lower else "other"
+            )
+            if case is not None:
+                expected = case["expected"]
+                proposed = (expected.get("awaiting_approval") or {}).get("tool")
+                action = expected.get("action") or {"cancel_order": "cancel", "start_return": "return"}.get(
+                    proposed or "", action
+                )
+            return Reply(text=action, logprobs=[-0.01])
+        expected = (case or {}).get("expected", {})
+        wanted = expected.get("order_id") or (expected.get("awaiting_approval") or {}).get("order_id")
+        quoted = [q for q in _QUOTED.findall(message) if q in choices]
+        pick = wanted if wanted in choices else quoted[0] if quoted else choices[0]
+        return Reply(text=pick, logprobs=[-0.01])
+    response_format = body.get("response_format")
+    if response_format and response_format["json_schema"]["name"] == "reply_change":
+        order = re.search(r"Order id: (\S+)", prompt)
+        decision = re.search(r"Decision: (\S+)", prompt)
+        order_id = order.group(1) if order and order.group(1) != "None" else ""
+        if decision and decision.group(1) == "refused":
+            text = f"Sorry, we cannot make this change to {order_id}: it is against our policy."
+        elif decision and decision.group(1) == "handed_over":
+            text = f"Thank you, a colleague will look at your request {order_id} and reply soon."
+        else:
+            text = f"Done: your request about {order_id} has been taken care of."
+        return Reply(text=json.dumps({"reply": text.replace("  ", " ")}))
+    tools = [t["function"] for t in body.get("tools", [])]
+    order_id = tools[0]["parameters"]["properties"]["order_id"]["enum"][0]
+    tool = "cancel_order" if "asks to cancel" in prompt else "start_return"
+    return Reply(tool_calls=[(tool, {"order_id": order_id, "reason": "customer request"})])
 
 
 TRIAGE_ALIASES = {INTENT_ADAPTER: "slm"}

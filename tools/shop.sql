@@ -2,6 +2,7 @@
 -- Reference date: 2026-11-24. Load with sqlite3.executescript().
 PRAGMA foreign_keys = ON;
 
+DROP TABLE IF EXISTS changes;
 DROP TABLE IF EXISTS cases;
 DROP TABLE IF EXISTS payments;
 DROP TABLE IF EXISTS orders;
@@ -51,6 +52,16 @@ CREATE TABLE cases (
     summary        TEXT NOT NULL,
     request_key    TEXT UNIQUE,  -- the call that opened it (slmflow's ToolContext.key): opened once
     created_at     TEXT DEFAULT CURRENT_TIMESTAMP
+);
+
+-- Order changes made by the order_change job (cancellations, returns), each once per approved call.
+CREATE TABLE changes (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    order_id    TEXT NOT NULL REFERENCES orders (id),
+    kind        TEXT NOT NULL CHECK (kind IN ('cancel', 'return')),
+    reason      TEXT NOT NULL,
+    request_key TEXT NOT NULL UNIQUE,
+    created_at  TEXT DEFAULT CURRENT_TIMESTAMP
 );
 
 CREATE INDEX idx_orders_customer ON orders (customer_id);

@@ -2,7 +2,9 @@
 
 The data is JSONL, one case per line: `{"input": {...}, "expected": ..., <slice fields>...}`. For a
 skill, `expected` is its answer (a label, an object, or tool calls by name and arguments); for a
-graph, the fields the job's output must have (a subset: other output fields are not compared).
+graph, the fields the job's output must have (a subset: other output fields are not compared), or
+for a job that stops to wait for approval, `{"awaiting_approval": {"tool": ..., <arguments>...}}`:
+the first call it proposes (nothing is approved in an evaluation, so no side effect runs).
 
 An evaluation never follows adapter routes: it measures exactly the models it is given. It records
 its runs in the dataset store only when asked (`record`, e.g. to backfill training data from past
@@ -31,7 +33,7 @@ from slmflow.cascade import run_skill
 from slmflow.checkpoints import open_checkpointer
 from slmflow.errors import InvalidInput
 from slmflow.graphs import GraphSpec
-from slmflow.jobs import JobStatus, run_job
+from slmflow.jobs import JobResult, JobStatus, run_job
 from slmflow.learning.hooks import Learning
 from slmflow.models import Endpoints
 from slmflow.results import EscalationReason
@@ -40,7 +42,9 @@ from slmflow.skills import Skill
 TARGETS = (0.8, 0.9, 0.95)
 """The precisions `coverage_at` reports."""
 
-__all__ = ["TARGETS", "Case", "CaseResult", "ModelReport", "evaluate", "matches", "plot_reports", "read_cases"]
+__all__ = [
+    "TARGETS", "Case", "CaseResult", "ModelReport", "evaluate", "matches", "outcome", "plot_reports", "read_cases",
+]  # fmt: skip
 
 
 class Case(BaseModel):
@@ -183,6 +187,16 @@ async def _skill_case(skill: Skill, case: Case, endpoints: Endpoints, spec: Grap
     )  # fmt: skip
 
 
+def outcome(job: JobResult) -> dict[str, Any]:
+    """What a graph case is scored on: the output of a job that succeeded; for one that waits for
+    approval (no human answers in an evaluation), the first call it proposes, as
+    `{"awaiting_approval": {"tool": name, **arguments}}`."""
+    if job.status == JobStatus.AWAITING_APPROVAL and job.approval and job.approval.get("calls"):
+        call = job.approval["calls"][0]
+        return {"awaiting_approval": {"tool": call["name"], **call["arguments"]}}
+    return job.output or {}
+
+
 async def _graph_case(spec: GraphSpec, case: Case, endpoints: Endpoints) -> CaseResult:
     started = time.perf_counter()
     async with open_checkpointer("memory") as checkpointer:
@@ -193,7 +207,7 @@ async def _graph_case(spec: GraphSpec, case: Case, endpoints: Endpoints) -> Case
     projected = 0.0
     if escalated and not usage.calls.get("llm"):
         projected = usage.cost.get("all_llm", 0.0) / max(1, len(spec.skills)) * len(usage.escalations)
-    right = job.status == JobStatus.SUCCEEDED and matches(case.expected, job.output or {})
+    right = job.status in (JobStatus.SUCCEEDED, JobStatus.AWAITING_APPROVAL) and matches(case.expected, outcome(job))
     return CaseResult(
         correct=right,
         slm_correct=right and not escalated,

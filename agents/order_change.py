@@ -1,0 +1,148 @@
+"""The skills of the order_change job: what the customer asks, which of their orders, the change
+proposed for approval, and the reply.
+
+Two answers are narrowed to the job's own data (`Skill(narrow=...)`): the order is one of the
+identified customer's orders, and the proposed call names that order and no other.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from slmflow import Label, Narrow, Object, Skill, ToolCalls
+
+__all__ = [
+    "ACTION_TOOLS",
+    "ACTIONS",
+    "ChangeReply",
+    "choose_order",
+    "classify_request",
+    "propose_change",
+    "reply_change",
+]
+
+ORDER_ID = re.compile(r"ORD-\d{5}")
+ACTIONS = {
+    "cancel": "cancel an order that has not shipped yet",
+    "return": "return a delivered order (send it back for a refund)",
+    "other": "anything else: change an address, a complaint, a question, several requests at once",
+}
+ACTION_TOOLS = {"cancel": "cancel_order", "return": "start_return"}
+SHOP_ORDER_IDS = tuple(f"ORD-{n}" for n in range(10001, 10043))
+"""Every order id of the shop: the order skill's declared labels, narrowed per job to the customer's."""
+
+
+def _orders_listing(orders: list[dict[str, Any]]) -> str:
+    return "\n".join(f"- {o['id']}: {o['item']} ({o['status']}, placed {o['placed_on']})" for o in orders)
+
+
+def customer_orders(values: Mapping[str, Any]) -> Narrow:
+    """The order is one of this customer's orders (found by `find_customer`)."""
+    return Narrow(labels=tuple(o["id"] for o in values["orders"]))
+
+
+def quoted_order_is_chosen(order_id: str, values: Mapping[str, Any]) -> Iterable[str]:
+    """A message that quotes one of the customer's order ids is about that order; one that quotes
+    only orders of someone else is about none of theirs (no answer passes: a human looks at it)."""
+    mine = {o["id"] for o in values["orders"]}
+    quoted = ORDER_ID.findall(values["message"])
+    theirs = [q for q in quoted if q in mine]
+    if quoted and not theirs:
+        yield f"the message quotes {quoted[0]}, which is not an order of this customer"
+    elif theirs and order_id not in theirs:
+        yield f"the customer writes about {theirs[0]}, not {order_id}"
+
+
+def the_chosen_order(values: Mapping[str, Any]) -> Narrow:
+    """The proposed change is about the order chosen before, whichever tool it calls."""
+    return Narrow(arguments={tool: {"order_id": (values["order_id"],)} for tool in ACTION_TOOLS.values()})
+
+
+def calls_the_requested_action(calls: list[Any], values: Mapping[str, Any]) -> Iterable[str]:
+    """The change is the one the customer asked for."""
+    wanted = ACTION_TOOLS[values["action"]]
+    for call in calls:
+        if call.name != wanted:
+            yield f"the customer asks to {values['action']} the order: call {wanted}, not {call.name}"
+
+
+class ChangeReply(BaseModel):
+    """A reply to the customer, e.g. {"reply": "Hi Grace, your order ORD-10036 is cancelled ..."}."""
+
+    model_config = ConfigDict(json_schema_extra=lambda schema: schema.pop("description", None))
+    reply: str = Field(max_length=240)
+
+
+def reply_cites_the_order_only(reply: ChangeReply, values: Mapping[str, Any]) -> Iterable[str]:
+    """The reply names the customer's order (when there is one) and no other order."""
+    order_id = values.get("order_id")
+    if order_id and order_id not in reply.reply:
+        yield f"the reply must mention the order id {order_id}"
+    for other in set(ORDER_ID.findall(reply.reply)) - {order_id}:
+        yield f"the reply mentions order {other}, which this reply is not about"
+
+
+_REFUSAL = re.compile(r"\b(cannot|can't|can ?not|unable|not able|unfortunately|not possible|sorry)\b", re.IGNORECASE)
+
+
+def reply_says_the_decision(reply: ChangeReply, values: Mapping[str, Any]) -> Iterable[str]:
+    """A refusal says so; a change made is not told as refused."""
+    refused = values["decision"] == "refused"
+    if refused and not _REFUSAL.search(reply.reply):
+        yield f"the request is refused ({values['why']}): say that it cannot be done, and why"
+    if values["decision"] == "done" and _REFUSAL.search(reply.reply):
+        yield "the change was made: do not tell the customer it cannot be done"
+
+
+classify_request = Skill(
+    name="classify_request",
+    description="Which change of an order the customer asks for.",
+    instructions=(
+        "You handle messages to an online shop. What does the customer ask for?\n"
+        + "\n".join(f"- {label}: {text}" for label, text in ACTIONS.items())
+    ),
+    prompt="{message}",
+    output=Label(labels=tuple(ACTIONS)),
+)
+
+choose_order = Skill(
+    name="choose_order",
+    description="Which of the customer's orders the message is about.",
+    instructions="You handle messages to an online shop. Which of the customer's orders is the message about?",
+    prompt="The customer's orders:\n{listing}\n\nMessage:\n{message}",
+    output=Label(labels=SHOP_ORDER_IDS),
+    checks=(quoted_order_is_chosen,),
+    narrow=customer_orders,
+)
+
+propose_change = Skill(
+    name="propose_change",
+    description="The order change to make, proposed for a human's approval.",
+    instructions=(
+        "You are a support agent of an online shop. Make the change the customer asks for on their order: "
+        "cancel_order to cancel it, start_return to return it. Give the customer's reason in a few words."
+    ),
+    prompt="The customer asks to {action} order {order_id} ({item}).\n\nMessage:\n{message}",
+    output=ToolCalls(tools=("cancel_order", "start_return")),
+    checks=(calls_the_requested_action,),
+    narrow=the_chosen_order,
+)
+
+reply_change = Skill(
+    name="reply_change",
+    description="A short reply telling the customer what was done, or why not.",
+    instructions=(
+        "You are a friendly support agent for an online shop. Write a short reply (2 sentences) to the "
+        "customer saying what was done about their request, or why it cannot be done. Mention the order id."
+    ),
+    prompt=(
+        "Message:\n{message}\n\nOrder id: {order_id}\nDecision: {decision}\nWhy: {why}\n\nWrite the reply to {name}."
+    ),
+    output=Object(model=ChangeReply),
+    checks=(reply_cites_the_order_only, reply_says_the_decision),
+    max_tokens=128,
+)
