@@ -22,6 +22,12 @@ from tools.shop import connect
 CASES = list(ORDER_CASES.values())
 
 
+@pytest.fixture(autouse=True)
+def _fresh_shop(tmp_path, monkeypatch) -> None:
+    """Each test on its own shop database: an approved cancellation changes what the policy allows."""
+    monkeypatch.setenv("SHOP_DB", str(tmp_path / "shop.db"))
+
+
 @pytest.fixture
 def server() -> Iterator[ScriptedServer]:
     with ScriptedServer({"slm": order_reply}) as server:
