@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples" / "support_triage"
 
 # Tools write (opened cases) into the shop database: never into the developer's cache.
-_SCRATCH = Path(tempfile.mkdtemp(prefix="slmflow-tests-"))
+_SCRATCH = SCRATCH = Path(tempfile.mkdtemp(prefix="slmflow-tests-"))
 os.environ["SHOP_DB"] = str(_SCRATCH / "shop.db")
 # Routes and recorded runs of the tests never mix with the developer's dataset store (or CI's cache).
 os.environ["SLMFLOW_DATASET_URL"] = f"sqlite:///{_SCRATCH / 'dataset.db'}"
@@ -54,8 +54,7 @@ _QUOTED = re.compile(r"ORD-\d{5}")
 def order_reply(body: dict[str, Any]) -> Reply:
     """A model that answers every order_change step as the sample requests expect (keyword rules for
     a message that is not a sample): the action, the order, the change, a reply saying the decision."""
-    messages = body["messages"]
-    prompt = messages[-1]["content"]
+    prompt = next(m["content"] for m in body["messages"] if m["role"] == "user")  # feedback comes after it
     message = prompt.split("Message:\n", 1)[-1]
     case = ORDER_CASES.get(message.strip())
     if "structured_outputs" in body:

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from slmflow.testing import ScriptedServer
-from tests.conftest import EXAMPLES, ROOT
+from tests.conftest import EXAMPLES, ROOT, SCRATCH
 
 T01 = str(EXAMPLES / "t01_refund_request.json")
 
@@ -19,6 +19,8 @@ T01 = str(EXAMPLES / "t01_refund_request.json")
 def slmflow(*args: str, cwd: Path = ROOT, **env: str) -> subprocess.CompletedProcess[str]:
     # The tests' own dataset store (conftest), never the one in the developer's or CI's cache.
     environment = {k: v for k, v in os.environ.items() if not k.startswith("SLMFLOW_") or k == "SLMFLOW_DATASET_URL"}
+    # Embedded jobs the CLI keeps go to the tests' scratch cache, never the developer's or CI's.
+    environment["SLMFLOW_CACHE_DIR"] = str(SCRATCH / "cache")
     environment.update(env)
     return subprocess.run([sys.executable, "-m", "slmflow", *args], cwd=cwd, env=environment,
                           capture_output=True, text=True, timeout=120)  # fmt: skip
