@@ -96,7 +96,7 @@ class Fleet:
     def start_jobs_worker(self, stdout: Path | None = None) -> subprocess.Popen[bytes]:
         process = self.start_worker("slmflow.jobs", stdout)
         deadline = time.monotonic() + 60
-        while not any(g.name == "support_triage" for g in self.client.graphs()):
+        while not {"support_triage", "order_change"} <= {g.name for g in self.client.graphs()}:
             assert time.monotonic() < deadline, "the jobs worker did not publish its graphs"
             time.sleep(0.2)
         return process
