@@ -77,9 +77,10 @@ def test_skill_model_not_served_is_a_user_error(triage_server: ScriptedServer) -
 def test_graphs_lists_the_input_fields() -> None:
     done = slmflow("graphs", "--json")
     assert done.returncode == 0, done.stderr
-    [graph] = json.loads(done.stdout)
-    assert graph["name"] == "support_triage"
-    assert graph["input"]["required"] == ["ticket_id", "subject", "body"]
+    graphs = {graph["name"]: graph for graph in json.loads(done.stdout)}
+    assert sorted(graphs) == ["order_change", "support_triage"]
+    assert graphs["support_triage"]["input"]["required"] == ["ticket_id", "subject", "body"]
+    assert graphs["order_change"]["input"]["required"] == ["request_id", "email", "message"]
 
 
 def test_run_json_prints_exactly_one_result_object(triage_server: ScriptedServer) -> None:

@@ -36,8 +36,15 @@ BRANCHES = {
     ],
     ModelError: ["ModelUnavailable", "ModelTimeout"],
     ToolError: ["ToolNotGranted", "InvalidToolArguments", "ToolTimeout", "ToolFailed", "ToolOutcomeUnknown"],
-    JobError: ["JobNotFound", "JobFailed", "JobCancelled", "JobNeedsReview", "JobAwaitingApproval", "JobTimeout",
-               "StepFailed"],
+    JobError: [
+        "JobNotFound",
+        "JobFailed",
+        "JobCancelled",
+        "JobNeedsReview",
+        "JobAwaitingApproval",
+        "JobTimeout",
+        "StepFailed",
+    ],
 }
 
 
