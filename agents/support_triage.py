@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from agents.intents import INTENTS
-from slmflow import Label, Object, Skill, ToolCalls
+from slmflow import Label, Narrow, Object, Skill, ToolCalls
 from slmflow.verifiers import grounded
 from tools.shop import ORDER_ID_PATTERN
 
@@ -94,6 +94,22 @@ def reply_agrees_with_resolution(reply: Reply, values: Mapping[str, Any]) -> Ite
                "one; explain why and what the customer can do")  # fmt: skip
 
 
+def quoted_values(values: Mapping[str, Any]) -> Narrow:
+    """Narrowing: an extracted order id or email is one the ticket quotes, or null."""
+    text = values["ticket"]
+    emails = dict.fromkeys(email.rstrip(".") for email in EMAIL.findall(text))
+    return Narrow(fields={"order_id": (*dict.fromkeys(ORDER_ID.findall(text)), None), "email": (*emails, None)})
+
+
+def the_ticket_order(*tools: str) -> Callable[[Mapping[str, Any]], Narrow]:
+    """Narrowing: the tools are called with the order id the ticket gave (found by extraction)."""
+
+    def narrow(values: Mapping[str, Any]) -> Narrow:
+        return Narrow(arguments={tool: {"order_id": (values["order_id"],)} for tool in tools})
+
+    return narrow
+
+
 def calls_use_ticket_order(calls: list[Any], values: Mapping[str, Any]) -> Iterable[str]:
     """Tool calls must be about the order the ticket names."""
     for call in calls:
@@ -149,6 +165,7 @@ extract = Skill(
     prompt="{ticket}",
     output=Object(model=TicketFields),
     checks=(fields_occur_in_ticket, fields_not_missed),
+    narrow=quoted_values,
 )
 
 lookup = Skill(
@@ -158,6 +175,7 @@ lookup = Skill(
     prompt="{ticket}\n\nThe order id in this ticket is {order_id}.",
     output=ToolCalls(tools=("lookup_order",)),
     checks=(calls_use_ticket_order,),
+    narrow=the_ticket_order("lookup_order"),
 )
 
 resolve = Skill(
@@ -171,6 +189,7 @@ resolve = Skill(
     prompt="Ticket intent: {intent}\nOrder: {order}\n\nTicket:\n{ticket}",
     output=ToolCalls(tools=("check_refund_eligibility", "open_case")),
     checks=(calls_use_ticket_order, refunds_check_eligibility),
+    narrow=the_ticket_order("check_refund_eligibility", "open_case"),
 )
 
 draft_reply = Skill(

@@ -29,6 +29,11 @@ os.environ["SHOP_DB"] = str(_SCRATCH / "shop.db")
 os.environ["SLMFLOW_DATASET_URL"] = f"sqlite:///{_SCRATCH / 'dataset.db'}"
 
 
+INVENTED_AMOUNT = {"order_id": "ORD-10012", "amount": 19.99, "email": "maria.lopez@example.com"}
+"""Fields for ticket T01 with an amount it never states: fails the grounding check (no narrowing
+catches it, unlike an invented order id or email)."""
+
+
 def triage_reply(body: dict[str, Any]) -> Reply:
     """A model that answers every support_triage step right for ticket T01 (ORD-10012)."""
     if "structured_outputs" in body:
@@ -51,32 +56,37 @@ ORDER_CASES = {json.loads(line)["input"]["message"]: json.loads(line)
 _QUOTED = re.compile(r"ORD-\d{5}")
 
 
+def _order_label(message: str, choices: list[str], case: dict[str, Any] | None) -> str:
+    """The label an order_change step expects: the action (classify_request) or the order (choose_order)."""
+    if "cancel" in choices:  # classify_request
+        lower = message.lower()
+        action = "cancel" if "cancel" in lower else "return" if "return" in lower or "send back" in lower else "other"
+        if case is not None:
+            expected = case["expected"]
+            proposed = (expected.get("awaiting_approval") or {}).get("tool")
+            action = expected.get("action") or {"cancel_order": "cancel", "start_return": "return"}.get(
+                proposed or "", action
+            )
+        return action
+    expected = (case or {}).get("expected", {})
+    wanted = expected.get("order_id") or (expected.get("awaiting_approval") or {}).get("order_id")
+    quoted = [q for q in _QUOTED.findall(message) if q in choices]
+    return str(wanted if wanted in choices else quoted[0] if quoted else choices[0])
+
+
 def order_reply(body: dict[str, Any]) -> Reply:
     """A model that answers every order_change step as the sample requests expect (keyword rules for
     a message that is not a sample): the action, the order, the change, a reply saying the decision."""
     prompt = next(m["content"] for m in body["messages"] if m["role"] == "user")  # feedback comes after it
     message = prompt.split("Message:\n", 1)[-1]
     case = ORDER_CASES.get(message.strip())
-    if "structured_outputs" in body:
-        choices = body["structured_outputs"]["choice"]
-        if "cancel" in choices:  # classify_request
-            lower = message.lower()
-            action = (
-                "cancel" if "cancel" in lower else "return" if "return" in lower or "send back" in lower else "other"
-            )
-            if case is not None:
-                expected = case["expected"]
-                proposed = (expected.get("awaiting_approval") or {}).get("tool")
-                action = expected.get("action") or {"cancel_order": "cancel", "start_return": "return"}.get(
-                    proposed or "", action
-                )
-            return Reply(text=action, logprobs=[-0.01])
-        expected = (case or {}).get("expected", {})
-        wanted = expected.get("order_id") or (expected.get("awaiting_approval") or {}).get("order_id")
-        quoted = [q for q in _QUOTED.findall(message) if q in choices]
-        pick = wanted if wanted in choices else quoted[0] if quoted else choices[0]
-        return Reply(text=pick, logprobs=[-0.01])
     response_format = body.get("response_format")
+    label_schema = (response_format or {}).get("json_schema", {}).get("schema", {}).get("properties", {}).get("label")
+    if "structured_outputs" in body or label_schema:  # a label: vLLM's choice, or an LLM's JSON enum
+        choices = body["structured_outputs"]["choice"] if "structured_outputs" in body else label_schema["enum"]
+        wrap = (lambda label: json.dumps({"label": label})) if label_schema else (lambda label: label)
+        chosen = _order_label(message, choices, case)
+        return Reply(text=wrap(chosen), logprobs=[-0.01])
     if response_format and response_format["json_schema"]["name"] == "reply_change":
         order = re.search(r"Order id: (\S+)", prompt)
         decision = re.search(r"Decision: (\S+)", prompt)

@@ -25,7 +25,7 @@ import redis
 from slmflow import Client, InvalidInput, JobCancelled, JobNeedsReview, JobStatus, UnknownGraph
 from slmflow.learning.store import DatasetStore, RunRecord
 from slmflow.testing import Reply, ScriptedServer
-from tests.conftest import EXAMPLES, ROOT, TRIAGE_ALIASES, triage_reply
+from tests.conftest import EXAMPLES, INVENTED_AMOUNT, ROOT, TRIAGE_ALIASES, triage_reply
 
 pytestmark = [pytest.mark.redis, pytest.mark.postgres]
 
@@ -60,7 +60,7 @@ class Model:
         if step == "classify_intent":
             return Reply(text=self.intent, delay=delay)
         if step == "extract_fields" and self.invent_order:
-            return Reply(text=json.dumps({"order_id": "ORD-99999", "amount": None, "email": None}))
+            return Reply(text=json.dumps(INVENTED_AMOUNT))
         if step == "resolve" and self.intent != "refund_request":
             return Reply(tool_calls=[("open_case", {"order_id": "ORD-10012", "summary": "late order"})], delay=delay)
         reply = triage_reply(body)

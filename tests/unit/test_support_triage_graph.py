@@ -10,7 +10,7 @@ from graphs.support_triage import graph
 from slmflow import Event, JobStatus, run_job
 from slmflow.checkpoints import open_checkpointer
 from slmflow.testing import Reply, ScriptedServer
-from tests.conftest import triage_endpoints, triage_reply
+from tests.conftest import INVENTED_AMOUNT, triage_endpoints, triage_reply
 
 STEPS = ["classify_intent", "extract_fields", "lookup_order", "resolve", "draft_reply"]
 
@@ -70,7 +70,7 @@ async def test_ticket_without_order_id_skips_the_tool_steps(triage_server) -> No
 def _inventing_extractor(body: dict[str, Any]) -> Reply:
     name = (body.get("response_format") or {}).get("json_schema", {}).get("name")
     if name == "extract_fields":
-        return Reply(text=json.dumps({"order_id": "ORD-99999", "amount": None, "email": None}))
+        return Reply(text=json.dumps(INVENTED_AMOUNT))
     return triage_reply(body)
 
 
@@ -94,9 +94,7 @@ async def test_invented_field_escalates_to_the_llm_and_the_job_succeeds(triage_s
     assert result.usage.calls == {"slm": 6, "llm": 1}
     [escalation] = result.usage.escalations
     assert escalation == {"step": "extract_fields", "skill": "extract_fields", "reason": "check_failed",
-                          "detail": "order_id 'ORD-99999' does not occur in the ticket; use null if there is none; "
-                                    "the ticket quotes the email maria.lopez@example.com: copy it into email; "
-                                    "the ticket states the amount $59.99: copy it into amount as a number",
+                          "detail": "amount 19.99 does not occur in the ticket; use null if there is none",
                           "to": "llm"}  # fmt: skip
     assert [e.kind for e in events].count("skill_escalated") == 1
     assert result.usage.cost["actual"] < result.usage.cost["all_llm"] * 5
@@ -109,3 +107,18 @@ async def test_sqlite_checkpointer_keeps_the_job_thread(triage_server, ticket, t
     async with open_checkpointer(url) as checkpointer:
         saved = await checkpointer.aget_tuple({"configurable": {"thread_id": result.job_id}})
     assert saved is not None and saved.checkpoint["channel_values"]["output"] == result.output
+
+
+async def test_extraction_and_tool_calls_are_narrowed_to_what_the_ticket_quotes(triage_server, ticket) -> None:
+    result, _ = await _run(triage_server, ticket)
+    assert result.status == JobStatus.SUCCEEDED
+    bodies = triage_server.requests
+    extract = next(b for b in bodies if (b.get("response_format") or {}).get("json_schema", {}).get("name")
+                   == "extract_fields")  # fmt: skip
+    properties = extract["response_format"]["json_schema"]["schema"]["properties"]
+    assert properties["order_id"]["enum"] == ["ORD-10012", None]
+    assert properties["email"]["enum"] == ["maria.lopez@example.com", None]
+    assert "enum" not in properties["amount"]
+    for body in (b for b in bodies if b.get("tools")):
+        for tool in body["tools"]:
+            assert tool["function"]["parameters"]["properties"]["order_id"]["enum"] == ["ORD-10012"]

@@ -16,7 +16,7 @@ from graphs.support_triage import graph
 from slmflow import JobStatus, run_job
 from slmflow.checkpoints import open_checkpointer
 from slmflow.testing import Reply, ScriptedServer
-from tests.conftest import TRIAGE_ALIASES, triage_endpoints, triage_reply
+from tests.conftest import INVENTED_AMOUNT, TRIAGE_ALIASES, triage_endpoints, triage_reply
 
 _exporter = InMemorySpanExporter()
 
@@ -36,7 +36,7 @@ def spans() -> Iterator[InMemorySpanExporter]:
 def _inventing_extractor(body: dict[str, Any]) -> Reply:
     name = (body.get("response_format") or {}).get("json_schema", {}).get("name")
     if name == "extract_fields":
-        return Reply(text=json.dumps({"order_id": "ORD-99999", "amount": None, "email": None}))
+        return Reply(text=json.dumps(INVENTED_AMOUNT))
     return triage_reply(body)
 
 
