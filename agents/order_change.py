@@ -46,12 +46,15 @@ def customer_orders(values: Mapping[str, Any]) -> Narrow:
 
 
 def quoted_order_is_chosen(order_id: str, values: Mapping[str, Any]) -> Iterable[str]:
-    """A message that quotes one of the customer's order ids is about that order; one that quotes
-    only orders of someone else is about none of theirs (no answer passes: a human looks at it)."""
+    """The order is one of the customer's; a message that quotes one of their order ids is about that
+    order; one that quotes only orders of someone else is about none of theirs (no answer passes: a
+    human looks at it)."""
     mine = {o["id"] for o in values["orders"]}
     quoted = ORDER_ID.findall(values["message"])
     theirs = [q for q in quoted if q in mine]
-    if quoted and not theirs:
+    if order_id not in mine:  # narrowing keeps it out of the model's choice; the check keeps it out of any answer
+        yield f"{order_id} is not an order of this customer: choose one of {', '.join(sorted(mine))}"
+    elif quoted and not theirs:
         yield f"the message quotes {quoted[0]}, which is not an order of this customer"
     elif theirs and order_id not in theirs:
         yield f"the customer writes about {theirs[0]}, not {order_id}"
@@ -89,13 +92,19 @@ def reply_cites_the_order_only(reply: ChangeReply, values: Mapping[str, Any]) ->
 _REFUSAL = re.compile(r"\b(cannot|can't|can ?not|unable|not able|unfortunately|not possible|sorry)\b", re.IGNORECASE)
 
 
+_DONE = re.compile(r"\b(?:has been|have been|was|were|is now|are now|is|are) (?:cancel+ed|returned|refunded)\b",
+                   re.IGNORECASE)  # fmt: skip
+
+
 def reply_says_the_decision(reply: ChangeReply, values: Mapping[str, Any]) -> Iterable[str]:
-    """A refusal says so; a change made is not told as refused."""
-    refused = values["decision"] == "refused"
-    if refused and not _REFUSAL.search(reply.reply):
+    """A refusal says so; a change made is not told as refused; a change not made is not told as made."""
+    decision = values["decision"]
+    if decision == "refused" and not _REFUSAL.search(reply.reply):
         yield f"the request is refused ({values['why']}): say that it cannot be done, and why"
-    if values["decision"] == "done" and _REFUSAL.search(reply.reply):
+    if decision == "done" and _REFUSAL.search(reply.reply):
         yield "the change was made: do not tell the customer it cannot be done"
+    if decision != "done" and (claimed := _DONE.search(reply.reply)):
+        yield f"nothing was changed ({values['why']}): do not tell the customer it {claimed.group()}"
 
 
 classify_request = Skill(
