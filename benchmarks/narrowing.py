@@ -66,8 +66,9 @@ async def _case(spec: GraphSpec, case: Case, endpoints: Endpoints, hooks: Learni
         job = await run_job(spec, case.input, endpoints=endpoints, checkpointer=checkpointer, emit=events.append)
     steps = {e.step: e.data for e in events if e.kind == "step_finished" and e.data.get("attempts")}
     right = job.status in (JobStatus.SUCCEEDED, JobStatus.AWAITING_APPROVAL) and matches(case.expected, outcome(job))
-    return {"right": right, "ended": job.status in (JobStatus.SUCCEEDED, JobStatus.AWAITING_APPROVAL),
-            "steps": {step: data["status"] for step, data in steps.items()}, "calls": job.usage.calls["slm"]}  # fmt: skip
+    ended = job.status in (JobStatus.SUCCEEDED, JobStatus.AWAITING_APPROVAL)
+    statuses = {step: data["status"] for step, data in steps.items()}
+    return {"right": right, "ended": ended, "steps": statuses, "calls": job.usage.calls["slm"]}
 
 
 def _summary(runs: list[dict[str, Any]], seconds: float) -> dict[str, Any]:
