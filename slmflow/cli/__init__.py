@@ -5,7 +5,10 @@ User errors print one line (no traceback) and exit 2; other slmflow errors exit 
 
 from __future__ import annotations
 
+import os
 import sys
+from pathlib import Path
+from typing import Annotated
 
 import typer
 from rich.text import Text
@@ -23,6 +26,19 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
+
+
+@app.callback()
+def _options(
+    project: Annotated[
+        Path | None, typer.Option("--project", help="Project directory for every command (default: cwd or a parent).")
+    ] = None,
+) -> None:
+    """Run agentic jobs on small language models, escalating to a large one only when needed."""
+    if project is not None:  # every command reads its settings after this: SLMFLOW_PROJECT reaches them all
+        os.environ["SLMFLOW_PROJECT"] = str(project)
+
+
 app.command("run")(run.run)
 app.command("graphs")(graphs.graphs)
 app.add_typer(models.app, name="models")

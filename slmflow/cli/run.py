@@ -48,7 +48,7 @@ def run(
 def run_embedded(settings: Settings, label: str, json_output: bool, *, resume: Any = NO_RESUME,
                  waiting: JobStatus | None = None, **job: Any) -> None:  # fmt: skip
     """Run (or resume) a kept embedded job with progress on stderr, print its outcome, exit with its code."""
-    setup_tracing("slmflow")
+    setup_tracing("slmflow", capture=settings.capture_content)
     setup_metrics("slmflow")
     with err_console.status(f"running {label}", spinner="dots") as status:
 

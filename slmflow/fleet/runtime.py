@@ -105,7 +105,7 @@ class JobsRuntime:
         return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(timeout)
 
     async def _start(self) -> None:
-        setup_tracing("slmflow-jobs-worker")
+        setup_tracing("slmflow-jobs-worker", capture=self.settings.capture_content)
         setup_metrics("slmflow-jobs-worker")
         settings = self.settings
         self.graphs = find_project(settings.project).load_all()

@@ -44,7 +44,7 @@ class ToolsWorker:
     """Per tools-worker process (after the fork): a Redis client and the project's tools."""
 
     def __init__(self, settings: Settings) -> None:
-        setup_tracing("slmflow-tools-worker")  # here, after the fork: exporters own threads
+        setup_tracing("slmflow-tools-worker", capture=settings.capture_content)  # after the fork: exporters own threads
         setup_metrics("slmflow-tools-worker")
         self.settings = settings
         # Retries for about a minute: a call's outcome must outlive a Redis restart, or a run that
