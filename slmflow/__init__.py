@@ -45,7 +45,17 @@ from slmflow.errors import (
 )
 from slmflow.events import Event
 from slmflow.fleet.records import JobRecord
-from slmflow.graphs import Goto, GraphSpec, JobContext, JobState, call_tool, skill_node
+from slmflow.graphs import (
+    Decision,
+    Goto,
+    GraphSpec,
+    JobContext,
+    JobState,
+    ask_human,
+    call_tool,
+    propose_calls,
+    skill_node,
+)
 from slmflow.jobs import JobResult, JobStatus, run_job
 from slmflow.models import Endpoint, Endpoints
 from slmflow.results import EscalationReason, SkillResult
@@ -67,6 +77,7 @@ __all__ = [
     "Settings",
     "run_job",
     # Authoring: skills, tools and graphs of a project
+    "Decision",
     "Endpoint",
     "Endpoints",
     "EscalationReason",
@@ -83,10 +94,12 @@ __all__ = [
     "ToolCalls",
     "ToolContext",
     "ToolRegistry",
+    "ask_human",
     "call_tool",
     "declare_tool",
     "idempotent",
     "needs_approval",
+    "propose_calls",
     "run_skill",
     "skill_node",
     # Errors (slmflow.errors): every one slmflow raises

@@ -38,6 +38,8 @@ from slmflow.verdicts import approval_errors, kept_form, review_errors
 
 __all__ = [
     "APPROVAL",
+    "ASKED",
+    "Decision",
     "GraphSpec",
     "Goto",
     "JobContext",
@@ -46,7 +48,9 @@ __all__ = [
     "OnFailure",
     "StepMemo",
     "Then",
+    "ask_human",
     "call_tool",
+    "propose_calls",
     "skill_node",
 ]
 
@@ -390,6 +394,68 @@ async def call_tool(runtime: Runtime[JobContext], name: str, arguments: Mapping[
     context._calls[counter] = index + 1
     tool_context = ToolContext(context.job_id, step, index, run, "code", 1, config=context.config)
     return await context.executor.run(spec, checked, tool_context)
+
+
+ASKED = "asked"
+"""The `reason` of a pause a code node asked for (`ask_human`)."""
+
+
+def ask_human(question: str, **details: Any) -> Any:
+    """Pause the job from a code node for a person's answer (status `needs_review`; answered with
+    `Job.review(answer)` or `slmflow review`) and return that answer when the job resumes. The node
+    runs again from its start on resume (LangGraph): keep work before the call idempotent."""
+    step = str(get_config().get("metadata", {}).get("langgraph_node", "code"))
+    return interrupt({"step": step, "reason": ASKED, "question": question, "details": details})
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What a person decided on calls a code node proposed (`propose_calls`)."""
+
+    approved: bool
+    calls: list[dict[str, Any]]
+    """The calls that ran, with their results (the edited ones if edited); empty when rejected."""
+    reason: str | None = None
+    """Why they were rejected."""
+
+
+async def propose_calls(runtime: Runtime[JobContext], calls: list[dict[str, Any]]) -> Decision:
+    """From a code node: propose tool calls (`[{"name": ..., "arguments": {...}}]`, arguments
+    validated first), pause the job `awaiting_approval`, and once approved (or edited) run them once
+    through the job's executor, keyed like a skill's approved calls; a rejection is returned, not run."""
+    context = _context(runtime, "propose_calls")
+    metadata = get_config().get("metadata", {})
+    step, run = str(metadata.get("langgraph_node", "code")), int(metadata.get("langgraph_step", 0))
+    proposed = [{"name": c["name"], "arguments": context.tools.get(c["name"]).validate(c.get("arguments", {}))}
+                for c in calls]  # fmt: skip
+    payload: dict[str, Any] = {"reason": APPROVAL, "step": step, "skill": None, "round": 0, "calls": proposed,
+                               "tier": "code", "confidence": None}  # fmt: skip
+    while True:
+        decision, value, errors = _approval_decision(interrupt(payload), proposed)
+        if decision == "edit" and not errors:
+            errors = _calls_errors(value, context.tools)
+        if not errors:
+            break
+        payload = {**payload, "review_errors": errors}
+    if decision == "reject":
+        return Decision(False, [], value)
+    results = await asyncio.gather(*(
+        context.executor.run(context.tools.get(c["name"]), c["arguments"],
+                             ToolContext(context.job_id, step, index, run, "approved", 1, config=context.config))
+        for index, c in enumerate(value)
+    ))  # fmt: skip
+    return Decision(
+        True, kept_form([ToolCall(c["name"], c["arguments"], r) for c, r in zip(value, results, strict=True)])
+    )
+
+
+def _calls_errors(calls: list[dict[str, Any]], tools: ToolRegistry) -> list[str]:
+    try:
+        for call in calls:
+            tools.get(call["name"]).validate(call["arguments"])
+    except (ToolError, UsageError) as exc:
+        return [str(exc)]
+    return []
 
 
 def _context(runtime: Runtime[JobContext], what: str) -> JobContext:

@@ -24,7 +24,7 @@ from slmflow import telemetry
 from slmflow.answers import Tier
 from slmflow.errors import InvalidInput, SlmflowError, UsageError
 from slmflow.events import Event, EventSink
-from slmflow.graphs import APPROVAL, GraphSpec, JobContext, MemoryMemo, StepMemo
+from slmflow.graphs import APPROVAL, ASKED, GraphSpec, JobContext, MemoryMemo, StepMemo
 from slmflow.models import Endpoints
 from slmflow.redaction import excerpt
 from slmflow.results import Escalation, SkillResult, Usage
@@ -284,6 +284,10 @@ def _result(spec: GraphSpec, job_id: str, state: StateSnapshot, latency_s: float
 def _review_summary(review: dict[str, Any] | None) -> dict[str, Any] | None:
     if review is None:
         return None
+    if review.get("reason") == ASKED:  # a code node asked a person (`ask_human`)
+        return {key: review.get(key) for key in ("step", "reason", "question", "details")} | {
+            "review_errors": review.get("review_errors", [])
+        }
     if review.get("reason") == "outcome_unknown":  # a tool call that may or may not have run
         return {key: review.get(key) for key in ("step", "skill", "reason", "tool", "key", "arguments", "message")} | {
             "review_errors": review.get("review_errors", [])

@@ -30,8 +30,10 @@ from slmflow import (
     ToolContext,
     ToolRegistry,
     UsageError,
+    ask_human,
     call_tool,
     needs_approval,
+    propose_calls,
     run_job,
     run_skill,
     skill_node,
@@ -398,3 +400,52 @@ async def test_a_loop_feeds_each_tool_result_into_the_next_prompt_with_distinct_
     assert [n.split(" (")[0] for n in notes] == ["noted n0", "noted n1", "noted n2"]
     assert len({n.split(" (")[1] for n in notes}) == 3  # every run of the step makes its own key
     assert "noted n0" in prompts[1] and "noted n1" in prompts[2]
+
+
+# --- pausing from a code node ----------------------------------------------------------------
+
+
+def confirm_node(state: Mapping[str, Any]) -> dict[str, Any]:
+    answer = ask_human("Refund this customer anyway?", customer=state["input"]["customer"])
+    return {"refund": answer}
+
+
+async def propose_node(state: Mapping[str, Any], runtime: Runtime[JobContext]) -> dict[str, Any]:
+    decision = await propose_calls(runtime, [{"name": "refund", "arguments": {"order_id": "ORD-1"}}])
+    return {"refund": decision.calls if decision.approved else f"rejected: {decision.reason}"}
+
+
+def code_graph(node: Any) -> GraphSpec:
+    builder = StateGraph(State, context_schema=JobContext)
+    builder.add_node("decide", node)
+    builder.add_node("finish", finish)
+    builder.add_edge(START, "decide")
+    builder.add_edge("decide", "finish")
+    builder.add_edge("finish", END)
+    return GraphSpec("code_pause", builder, Request, Outcome, TOOLS)
+
+
+async def test_a_code_node_asks_a_person_and_gets_the_answer(server) -> None:
+    spec, data = code_graph(confirm_node), {"customer": "ana", "text": "x"}
+    async with open_checkpointer("memory") as saver:
+        paused, _ = await _run(spec, server, data, saver, "job-ask")
+        assert paused.status == JobStatus.NEEDS_REVIEW
+        assert paused.review == {"step": "decide", "reason": "asked", "question": "Refund this customer anyway?",
+                                 "details": {"customer": "ana"}, "review_errors": []}  # fmt: skip
+        done, _ = await _run(spec, server, data, saver, "job-ask", resume="yes, once")
+    assert done.status == JobStatus.SUCCEEDED and done.output["refund"] == "yes, once"
+
+
+async def test_a_code_node_proposes_calls_that_run_once_approved_or_not_at_all(server) -> None:
+    spec, data = code_graph(propose_node), {"customer": "ana", "text": "x"}
+    async with open_checkpointer("memory") as saver:
+        paused, _ = await _run(spec, server, data, saver, "job-p1")
+        assert paused.status == JobStatus.AWAITING_APPROVAL and paused.approval["tier"] == "code"
+        assert paused.approval["calls"] == [{"name": "refund", "arguments": {"order_id": "ORD-1"}}] and REFUNDS == []
+        done, _ = await _run(spec, server, data, saver, "job-p1", resume={"approve": True})
+        await _run(spec, server, data, saver, "job-p1", resume={"approve": True})
+        assert done.output["refund"][0]["result"] == "refunded ORD-1"
+        assert REFUNDS == [("ORD-1", "job-p1:decide:1:approved:1:0")]
+        await _run(spec, server, data, saver, "job-p2")
+        rejected, _ = await _run(spec, server, data, saver, "job-p2", resume={"reject": "not this one"})
+    assert rejected.output["refund"] == "rejected: not this one" and len(REFUNDS) == 1
