@@ -2,7 +2,8 @@
 proposed for approval, and the reply.
 
 Two answers are narrowed to the job's own data (`Skill(narrow=...)`): the order is one of the
-identified customer's orders, and the proposed call names that order and no other.
+identified customer's orders (an `enum` of their ids in the object's schema), and the proposed call
+names that order and no other (an `enum` in the tools' argument schemas).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ __all__ = [
     "ACTION_TOOLS",
     "ACTIONS",
     "ChangeReply",
+    "OrderChoice",
     "choose_order",
     "classify_request",
     "propose_change",
@@ -32,8 +34,14 @@ ACTIONS = {
     "other": "anything else: change an address, a complaint, a question, several requests at once",
 }
 ACTION_TOOLS = {"cancel": "cancel_order", "return": "start_return"}
-SHOP_ORDER_IDS = tuple(f"ORD-{n}" for n in range(10001, 10043))
-"""Every order id of the shop: the order skill's declared labels, narrowed per job to the customer's."""
+ORDER_ID_PATTERN = r"^ORD-[0-9]{5}$"
+
+
+class OrderChoice(BaseModel):
+    """The order a message is about, e.g. {"order_id": "ORD-10036"}."""
+
+    model_config = ConfigDict(json_schema_extra=lambda schema: schema.pop("description", None))
+    order_id: str = Field(pattern=ORDER_ID_PATTERN)
 
 
 def _orders_listing(orders: list[dict[str, Any]]) -> str:
@@ -42,14 +50,14 @@ def _orders_listing(orders: list[dict[str, Any]]) -> str:
 
 def customer_orders(values: Mapping[str, Any]) -> Narrow:
     """The order is one of this customer's orders (found by `find_customer`)."""
-    return Narrow(labels=tuple(o["id"] for o in values["orders"]))
+    return Narrow(fields={"order_id": tuple(o["id"] for o in values["orders"])})
 
 
-def quoted_order_is_chosen(order_id: str, values: Mapping[str, Any]) -> Iterable[str]:
+def quoted_order_is_chosen(choice: OrderChoice, values: Mapping[str, Any]) -> Iterable[str]:
     """The order is one of the customer's; a message that quotes one of their order ids is about that
     order; one that quotes only orders of someone else is about none of theirs (no answer passes: a
     human looks at it)."""
-    mine = {o["id"] for o in values["orders"]}
+    order_id, mine = choice.order_id, {o["id"] for o in values["orders"]}
     quoted = ORDER_ID.findall(values["message"])
     theirs = [q for q in quoted if q in mine]
     if order_id not in mine:  # narrowing keeps it out of the model's choice; the check keeps it out of any answer
@@ -123,7 +131,7 @@ choose_order = Skill(
     description="Which of the customer's orders the message is about.",
     instructions="You handle messages to an online shop. Which of the customer's orders is the message about?",
     prompt="The customer's orders:\n{listing}\n\nMessage:\n{message}",
-    output=Label(labels=SHOP_ORDER_IDS),
+    output=Object(model=OrderChoice),
     checks=(quoted_order_is_chosen,),
     narrow=customer_orders,
 )

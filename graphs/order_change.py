@@ -53,7 +53,7 @@ class OrderChangeResult(BaseModel):
 class State(JobState, total=False):
     customer: dict[str, Any] | None
     action: str
-    order_id: str
+    choice: dict[str, Any]
     why: str | None
     change: list[dict[str, Any]]
     failure: dict[str, Any]
@@ -61,9 +61,13 @@ class State(JobState, total=False):
     draft: dict[str, Any]
 
 
+def _order_id(state: Mapping[str, Any]) -> str | None:
+    return (state.get("choice") or {}).get("order_id")
+
+
 def _order(state: Mapping[str, Any]) -> dict[str, Any] | None:
     orders = (state.get("customer") or {}).get("orders", [])
-    return next((o for o in orders if o["id"] == state.get("order_id")), None)
+    return next((o for o in orders if o["id"] == _order_id(state)), None)
 
 
 def _decision(state: Mapping[str, Any]) -> str:
@@ -108,9 +112,9 @@ async def handover(state: Mapping[str, Any], runtime: Runtime[JobContext]) -> di
         why = "the request is not a cancellation or a return"
     else:
         why = "a person must look at it"
-    if state.get("order_id"):
+    if order_id := _order_id(state):
         summary = f"order_change handed over: {why}"[:200]
-        await call_tool(runtime, "open_case", {"order_id": state["order_id"], "summary": summary})
+        await call_tool(runtime, "open_case", {"order_id": order_id, "summary": summary})
     return {"handed_over": why, "why": why}
 
 
@@ -120,7 +124,7 @@ def _finish(state: Mapping[str, Any]) -> dict[str, Any]:
         request_id=state["input"]["request_id"],
         customer_id=(state.get("customer") or {}).get("customer_id"),
         action=state.get("action"),
-        order_id=state.get("order_id"),
+        order_id=_order_id(state),
         decision=_decision(state),  # type: ignore[arg-type]
         why=state.get("why"),
         change=change[0]["result"] if change else None,
@@ -132,7 +136,7 @@ def _finish(state: Mapping[str, Any]) -> dict[str, Any]:
 def _reply_inputs(state: Mapping[str, Any]) -> dict[str, Any]:
     return {
         "message": state["input"]["message"],
-        "order_id": state.get("order_id"),
+        "order_id": _order_id(state),
         "decision": _decision(state),
         "why": state.get("why") or "-",
         "name": (state.get("customer") or {}).get("name", "there"),
@@ -153,7 +157,7 @@ builder.add_node(
             "orders": s["customer"]["orders"],
             "listing": "\n".join(f"- {o['id']}: {o['item']} ({o['status']})" for o in s["customer"]["orders"]),
         },
-        "order_id",
+        "choice",
         on_failure=Goto("handover"),
         then="check_policy",
     ),  # fmt: skip
@@ -167,7 +171,7 @@ builder.add_node(
         lambda s: {
             "message": s["input"]["message"],
             "action": s["action"],
-            "order_id": s["order_id"],
+            "order_id": _order_id(s),
             "item": (_order(s) or {}).get("item"),
         },
         "change",

@@ -57,6 +57,8 @@ class SkillRun:
     """The run of the step (see `ToolContext.run`)."""
     config: Mapping[str, Any] = field(default_factory=dict)
     """The job's values, handed to its tool calls (`ToolContext.config`)."""
+    round: int = 0
+    """The approval round of the step (a rejected proposal's step runs again in the next round)."""
 
 
 async def run_skill(
@@ -71,6 +73,7 @@ async def run_skill(
     run: int = 0,
     config: Mapping[str, Any] | None = None,
     feedback: Sequence[tuple[Any, list[str]]] = (),
+    round: int = 0,
 ) -> SkillResult:
     """Run one skill on one input through the cascade; never raises for a bad answer.
 
@@ -78,12 +81,13 @@ async def run_skill(
     not be tried again by a new attempt (a new key), so the step pauses for a reviewer instead.
     An answer calling a tool that needs approval is checked, not run: status `proposed`.
     `feedback` is (an earlier answer, why it was refused) pairs shown to every attempt, e.g. a
-    reviewer's rejection of a proposed call.
+    reviewer's rejection of a proposed call; `round` numbers such runs of one step, so that
+    their tool calls never share a key (`ToolContext.tier` reads `slm.r1`, ...).
     """
     data = values.model_dump() if isinstance(values, BaseModel) else dict(values)
     narrowed = narrow(skill, data, tools)
     where = SkillRun(endpoints, narrowed.tools, executor or InProcessExecutor(), job_id, step or skill.name, run,
-                     config or {})  # fmt: skip
+                     config or {}, round)  # fmt: skip
     with telemetry.skill_span(skill.name, where.step or skill.name, job_id) as span:
         span.set_attribute("slmflow.step_run", run)
         started = time.perf_counter()
@@ -118,6 +122,10 @@ class _Cascade:
         """The floor the SLM's answers must meet (None: no calibration vouches; escalate); set by `run`."""
         self.proposed = False
         """The kept answer calls a tool that needs approval: its calls were not run."""
+
+    def _tier_key(self, tier: Tier) -> str:
+        """The tier as tool keys name it: with the approval round after the first (`slm.r1`)."""
+        return f"{tier}.r{self.run_.round}" if self.run_.round else str(tier)
 
     def _held(self, calls: list[ToolCall]) -> bool:
         assert self.run_.tools is not None
@@ -367,7 +375,13 @@ class _Cascade:
                         self.run_.tools.get(call.name),
                         call.arguments,
                         ToolContext(
-                            self.run_.job_id, step, index, self.run_.run, str(tier), attempt, config=self.run_.config
+                            self.run_.job_id,
+                            step,
+                            index,
+                            self.run_.run,
+                            self._tier_key(tier),
+                            attempt,
+                            config=self.run_.config,
                         ),
                     )
                     for index, call in enumerate(calls)

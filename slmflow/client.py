@@ -36,7 +36,7 @@ from slmflow.events import Event
 from slmflow.fleet.queues import publish_job, publisher
 from slmflow.fleet.records import JobRecord
 from slmflow.fleet.store import JobStore, new_job_id
-from slmflow.jobs import JobStatus, approval_answer, approval_message
+from slmflow.jobs import JobStatus, approval_answer, approval_message, job_config
 from slmflow.settings import Settings, load_settings
 from slmflow.validation import check_key, check_size, json_object, shown, validate
 
@@ -113,13 +113,17 @@ class AsyncJob:
         """Answer the step a `needs_review` job waits on; the job resumes from there."""
         await self._resume(JobStatus.NEEDS_REVIEW, answer)
 
-    async def approve(self, *, edit: list[dict[str, Any]] | None = None, reject: str | None = None) -> None:
+    async def approve(
+        self, *, edit: list[dict[str, Any]] | None = None, reject: str | None = None, round: int | None = None
+    ) -> None:
         """Decide on the calls an `awaiting_approval` job proposed: approve them as they are (no
         argument), approve `edit`ed calls (checked like the model's), or `reject` them with a reason
-        the step's model sees on a new attempt. The job resumes; an approved call runs once."""
+        the step's model sees on a new attempt. The job resumes; an approved call runs once. Pass the
+        `round` of the proposal you saw (`record.approval["round"]`) so that the decision cannot
+        land on a newer one; without it, it is the proposal waiting when this call reads the job."""
         record = await self.get()
         shown = (record.approval or {}).get("calls")
-        await self._resume(JobStatus.AWAITING_APPROVAL, approval_answer(edit, reject, shown))
+        await self._resume(JobStatus.AWAITING_APPROVAL, approval_answer(edit, reject, shown, round))
 
     async def _resume(self, waiting: JobStatus, answer: Any) -> None:
         record = await self.get()
@@ -276,7 +280,7 @@ def _checked(settings: Settings, graph: Any, data: Any, key: Any, metadata: Any,
     checked_key = check_key(key, settings.max_key_chars)
     extra = json_object({} if metadata is None else metadata, "metadata")
     check_size(extra, "metadata", settings.max_metadata_bytes, "SLMFLOW_MAX_METADATA_BYTES")
-    values = json_object({} if config is None else config, "config")
+    values = job_config(json_object({} if config is None else config, "config"))
     check_size(values, "config", settings.max_metadata_bytes, "SLMFLOW_MAX_METADATA_BYTES")
     return _Submission(graph, plain, checked_key, extra, field, values)
 
@@ -349,9 +353,11 @@ class Job:
         """Answer the step a `needs_review` job waits on; the job resumes from there."""
         self._runner.run(self._job.review(answer))
 
-    def approve(self, *, edit: list[dict[str, Any]] | None = None, reject: str | None = None) -> None:
+    def approve(
+        self, *, edit: list[dict[str, Any]] | None = None, reject: str | None = None, round: int | None = None
+    ) -> None:
         """Approve, edit or reject the calls an `awaiting_approval` job proposed (see `AsyncJob.approve`)."""
-        self._runner.run(self._job.approve(edit=edit, reject=reject))
+        self._runner.run(self._job.approve(edit=edit, reject=reject, round=round))
 
 
 class Client:

@@ -96,16 +96,23 @@ async def run_local(
         jobs.start(job_id, graph, dict(data), {})
         run_data: Mapping[str, Any] = data
     else:
-        if graph is not None and graph != kept.graph or data is not None and dict(data) != kept.input:
-            raise IdempotencyConflict(f"job {kept.id} is kept with graph {kept.graph!r} and another input: "
-                                      "leave out --input to resume it, or pick a new --job-id")  # fmt: skip
+        if graph is not None and graph != kept.graph:
+            raise IdempotencyConflict(f"job {kept.id} is a job of graph {kept.graph!r}, not {graph!r}: "
+                                      "pick a new --job-id")  # fmt: skip
+        if data is not None and dict(data) != kept.input:
+            raise IdempotencyConflict(f"job {kept.id} is kept with another input: leave out --input to resume it, "
+                                      "or pick a new --job-id")  # fmt: skip
+        if kept.running_elsewhere():
+            raise UsageError(f"job {kept.id} is running in process {kept.pid}: wait for it, or stop that process")
         if resume is NO_RESUME and kept.status != JobStatus.RUNNING and kept.result is not None:
             return kept.result  # ended or paused: nothing to run without an answer
         if resume is not NO_RESUME and kept.status != waiting:
             wanted = waiting.value if waiting else "paused"
             raise UsageError(f"job {kept.id} is {kept.status.value}, not {wanted}: there is nothing to answer")
         spec = load_graph(kept.graph, settings)
-        jobs.running(kept.id)
+        if not jobs.claim(kept.id, kept.status):
+            raise UsageError(f"job {kept.id} was resumed by another process meanwhile: see `slmflow run "
+                             f"{kept.graph} --job-id {kept.id}`")  # fmt: skip
         job_id, run_data = kept.id, kept.input
     async with (
         open_endpoints(settings, skills=spec.skills, learning=True, progress=progress) as endpoints,

@@ -258,7 +258,7 @@ class _Step:
             memo_key = f"{self.name}:{self.run}" + (f":{round_}" if round_ else "")
             recorded = await self.context.memo.recall(memo_key)
             if recorded is None:
-                recorded = await self._run_settled(feedback)
+                recorded = await self._run_settled(feedback, round_)
                 if recorded["status"] != "ok":
                     await self.context.memo.remember(memo_key, recorded)
             if recorded["status"] != "proposed":
@@ -279,7 +279,7 @@ class _Step:
                                    "confidence": recorded.get("confidence")}  # fmt: skip
         while True:
             answer = interrupt(payload)
-            decision, value, errors = _approval_decision(answer, proposed)
+            decision, value, errors = _approval_decision(answer, proposed, round_)
             if decision == "edit" and not errors:
                 errors = approval_errors(self.narrowed.skill, value, self.values, self.narrowed.tools)
             if not errors:
@@ -289,60 +289,92 @@ class _Step:
     async def _run_approved(self, recorded: dict[str, Any], calls: list[dict[str, Any]], round_: int, *,
                             edited: bool) -> dict[str, Any]:  # fmt: skip
         """Run the approved calls, keyed by this round (a replay after a crash reuses the keys: a
-        fleet runs each once, or pauses `outcome_unknown` for a call that may have run)."""
+        fleet runs each once, or pauses `outcome_unknown` for a call that may have run). The outcome
+        is remembered at once: a later pause of this step (a review after a failed call) replays it,
+        never the calls."""
+        memo_key = f"{self.name}:{self.run}:approved:{round_}"
+        if (remembered := await self.context.memo.recall(memo_key)) is not None:
+            return remembered
         tools = self.narrowed.tools
         assert tools is not None
         contexts = [ToolContext(self.context.job_id, self.name, index, self.run, "approved", round_ + 1,
                                 config=self.context.config) for index in range(len(calls))]  # fmt: skip
-        while True:
-            try:
-                results = await asyncio.gather(*(
-                    self.context.executor.run(tools.get(c["name"]), tools.get(c["name"]).validate(c["arguments"]), ctx)
-                    for c, ctx in zip(calls, contexts, strict=True)
-                ))  # fmt: skip
-                break
-            except ToolOutcomeUnknown as exc:
-                await self._settle_unknown(exc)
-            except ToolError as exc:
-                failed = Escalation(skill=self.skill.name, step=self.name, from_tier=Tier(recorded["tier"]),
-                                    to="review", reason=EscalationReason.TOOL_ERROR, detail=str(exc)[:500])  # fmt: skip
-                return {**recorded, "status": "needs_review",
-                        "escalations": [*recorded.get("escalations", []), failed.model_dump(mode="json")]}  # fmt: skip
+        try:
+            results = await _run_calls(self.context, self.name, self.skill.name, tools, calls, contexts)
+        except ToolError as exc:
+            failed = Escalation(skill=self.skill.name, step=self.name, from_tier=Tier(recorded["tier"]),
+                                to="review", reason=EscalationReason.TOOL_ERROR, detail=str(exc)[:500])  # fmt: skip
+            outcome = {**recorded, "status": "needs_review",
+                       "escalations": [*recorded.get("escalations", []), failed.model_dump(mode="json")]}  # fmt: skip
+            await self.context.memo.remember(memo_key, outcome)
+            return outcome
         answer = kept_form([ToolCall(c["name"], c["arguments"], r) for c, r in zip(calls, results, strict=True)])
         done = {**recorded, "status": "ok", "answer": answer, "approval": "edited" if edited else "approved"}
+        await self.context.memo.remember(memo_key, done)
         await self.finished(done)
         return done
 
-    async def _run_settled(self, feedback: list[tuple[Any, list[str]]]) -> dict[str, Any]:
+    async def _run_settled(self, feedback: list[tuple[Any, list[str]]], round_: int) -> dict[str, Any]:
         """Run the step; a tool call whose outcome is unknown pauses it until a reviewer settles it."""
         while True:
             try:
-                return await _run_step(self.skill, self.name, self.run, self.values, self.context, feedback)
+                return await _run_step(self.skill, self.name, self.run, self.values, self.context, feedback, round_)
             except ToolOutcomeUnknown as exc:
-                await self._settle_unknown(exc)
-
-    async def _settle_unknown(self, exc: ToolOutcomeUnknown) -> None:
-        payload = {"step": self.name, "skill": self.skill.name, "reason": "outcome_unknown", "message": exc.message,
-                   **{k: exc.context.get(k) for k in ("tool", "key", "arguments")}}  # fmt: skip
-        while errors := _settle_errors(answer := interrupt(payload)):
-            payload = {**payload, "review_errors": errors}
-        await self.context.executor.resolve(self.context.job_id, str(exc.context["key"]), answer)
+                await _settle_unknown(self.context, self.name, self.skill.name, exc)
 
     async def review(self, recorded: dict[str, Any]) -> Any:
         """Pause for a human answer (checked by the step's schema, narrowing and checks); keep it."""
-        skill, context = self.narrowed.skill, self.context
+        context = self.context
+        # A narrowing that left nothing would refuse every answer: the person decides within the
+        # declared constraint then (the payload's escalation says why no model could answer).
+        skill, tools = (
+            (self.skill, context.tools) if self.narrowed.empty else (self.narrowed.skill, self.narrowed.tools)
+        )
         # The payload is what a reviewer needs to answer; an answer that fails the step's schema or
         # checks is refused and the step asks again.
         payload: dict[str, Any] = {"step": self.name, "skill": skill.name, "result": recorded}
-        while errors := review_errors(skill, answer := interrupt(payload), self.values, self.narrowed.tools):
+        while errors := self._review_errors(skill, answer := interrupt(payload), tools):
             payload = {**payload, "review_errors": errors}
         if isinstance(skill.output, Object):
             answer = skill.output.model.model_validate(answer).model_dump(mode="json")
+        if isinstance(skill.output, ToolCalls) and tools is not None:
+            answer = await self._run_reviewed(answer, tools)
         learning = context.endpoints.learning
         if learning is not None and learning.record:
             await learning.keep_review(skill, self.values, answer, context.tools, job_id=context.job_id, step=self.name)
         await context.publish(Event(kind="step_finished", step=self.name, skill=skill.name,
                                     data={"status": "ok", "tier": "human", "run": self.run}))  # fmt: skip
+        return answer
+
+    def _review_errors(self, skill: Skill, answer: Any, tools: ToolRegistry | None) -> list[str]:
+        """The step's schema, narrowing and checks; calls a reviewer gives for a tool that needs
+        approval will run (see `_run_reviewed`), so they meet the step's checks as the model's would."""
+        if errors := review_errors(skill, answer, self.values, tools):
+            return errors
+        if not isinstance(skill.output, ToolCalls) or tools is None:
+            return []
+        to_run = [ToolCall(c["name"], tools.get(c["name"]).validate(c.get("arguments", {}))) for c in answer
+                  if "result" not in c and tools.get(c["name"]).needs_approval]  # fmt: skip
+        return [e for check in skill.checks for e in check(to_run, self.values)] if to_run else []
+
+    async def _run_reviewed(self, calls: list[dict[str, Any]], tools: ToolRegistry) -> list[dict[str, Any]]:
+        """A reviewer's calls are taken as done (their results are theirs to give), except a call of
+        a tool that needs approval given without a result: the reviewer approved it, so it runs, once."""
+        pending = [index for index, call in enumerate(calls)
+                   if "result" not in call and tools.get(call["name"]).needs_approval]  # fmt: skip
+        if not pending:
+            return calls
+        memo_key = f"{self.name}:{self.run}:reviewed"
+        if (remembered := await self.context.memo.recall(memo_key)) is not None:
+            return list(remembered["answer"])
+        chosen = [calls[i] for i in pending]
+        contexts = [ToolContext(self.context.job_id, self.name, i, self.run, "reviewed", 1, config=self.context.config)
+                    for i in pending]  # fmt: skip
+        results = await _run_calls(self.context, self.name, self.skill.name, tools, chosen, contexts)
+        done = kept_form([ToolCall(c["name"], c.get("arguments", {}), r) for c, r in zip(chosen, results, strict=True)])
+        ran = dict(zip(pending, done, strict=True))
+        answer = [ran.get(i, call) for i, call in enumerate(calls)]
+        await self.context.memo.remember(memo_key, {"answer": answer})
         return answer
 
     async def finished(self, recorded: dict[str, Any]) -> None:
@@ -353,11 +385,38 @@ class _Step:
         }))  # fmt: skip
 
 
-def _approval_decision(answer: Any, proposed: list[dict[str, Any]]) -> tuple[str, Any, list[str]]:
+async def _settle_unknown(context: JobContext, step: str, skill: str | None, exc: ToolOutcomeUnknown) -> None:
+    """Pause for a reviewer to settle a call whose outcome is unknown, then record their answer."""
+    payload = {"step": step, "skill": skill, "reason": "outcome_unknown", "message": exc.message,
+               **{k: exc.context.get(k) for k in ("tool", "key", "arguments")}}  # fmt: skip
+    while errors := _settle_errors(answer := interrupt(payload)):
+        payload = {**payload, "review_errors": errors}
+    await context.executor.resolve(context.job_id, str(exc.context["key"]), answer)
+
+
+async def _run_calls(context: JobContext, step: str, skill: str | None, tools: ToolRegistry,
+                     calls: list[dict[str, Any]], contexts: list[ToolContext]) -> list[Any]:  # fmt: skip
+    """Run validated calls (in parallel) through the job's executor; a call whose outcome is unknown
+    pauses the step until a reviewer settles it (then the calls run again under the same keys)."""
+    while True:
+        try:
+            return list(await asyncio.gather(*(
+                context.executor.run(tools.get(c["name"]), tools.get(c["name"]).validate(c["arguments"]), ctx)
+                for c, ctx in zip(calls, contexts, strict=True)
+            )))  # fmt: skip
+        except ToolOutcomeUnknown as exc:
+            await _settle_unknown(context, step, skill, exc)
+
+
+def _approval_decision(answer: Any, proposed: list[dict[str, Any]], round_: int = 0) -> tuple[str, Any, list[str]]:
     """A reviewer's decision: {"approve": true}, {"edit": [calls]} or {"reject": "why"}."""
     usage = ['answer {"approve": true}, {"edit": [{"name": ..., "arguments": {...}}]} or {"reject": "why"}']
     if not isinstance(answer, dict) or not answer:
         return "", None, usage
+    if "round" in answer and answer["round"] != round_:
+        # An approval (or edit, or rejection) made on an earlier proposal holds for that one only.
+        return "", None, [f"this is proposal round {round_}, not {answer['round']}: decide on these calls"]
+    answer = {k: v for k, v in answer.items() if k != "round"}
     if answer.get("approve") is True and set(answer) <= {"approve", "calls"}:
         # The SDK and CLI send the calls they showed: an approval holds only for what was seen.
         if "calls" in answer and answer["calls"] != proposed:
@@ -388,12 +447,24 @@ async def call_tool(runtime: Runtime[JobContext], name: str, arguments: Mapping[
     metadata = get_config().get("metadata", {})
     step, run = str(metadata.get("langgraph_node", "code")), int(metadata.get("langgraph_step", 0))
     spec = context.tools.get(name)
+    if spec.needs_approval:
+        raise UsageError(f"tool {name!r} needs approval: propose it with propose_calls(runtime, [...]), not call_tool")
     checked = spec.validate(arguments)
+    tool_context = ToolContext(context.job_id, step, _next_index(context, step, run), run, "code", 1,
+                               config=context.config)  # fmt: skip
+    while True:
+        try:
+            return await context.executor.run(spec, checked, tool_context)
+        except ToolOutcomeUnknown as exc:
+            await _settle_unknown(context, step, None, exc)
+
+
+def _next_index(context: JobContext, step: str, run: int) -> int:
+    """The next call index of a code node's run: its calls are keyed in the order it makes them."""
     counter = f"{step}:{run}"
     index = context._calls.get(counter, 0)
     context._calls[counter] = index + 1
-    tool_context = ToolContext(context.job_id, step, index, run, "code", 1, config=context.config)
-    return await context.executor.run(spec, checked, tool_context)
+    return index
 
 
 ASKED = "asked"
@@ -428,28 +499,36 @@ async def propose_calls(runtime: Runtime[JobContext], calls: list[dict[str, Any]
     step, run = str(metadata.get("langgraph_node", "code")), int(metadata.get("langgraph_step", 0))
     proposed = [{"name": c["name"], "arguments": context.tools.get(c["name"]).validate(c.get("arguments", {}))}
                 for c in calls]  # fmt: skip
+    # Each call of this node's run has its own index (shared with call_tool): a second proposal
+    # never reuses the first one's keys, and a replay makes the same ones.
+    indexes = [_next_index(context, step, run) for _ in proposed]
     payload: dict[str, Any] = {"reason": APPROVAL, "step": step, "skill": None, "round": 0, "calls": proposed,
                                "tier": "code", "confidence": None}  # fmt: skip
     while True:
         decision, value, errors = _approval_decision(interrupt(payload), proposed)
         if decision == "edit" and not errors:
-            errors = _calls_errors(value, context.tools)
+            errors = _calls_errors(value, context.tools, {c["name"] for c in proposed}, len(proposed))
         if not errors:
             break
         payload = {**payload, "review_errors": errors}
     if decision == "reject":
         return Decision(False, [], value)
-    results = await asyncio.gather(*(
-        context.executor.run(context.tools.get(c["name"]), c["arguments"],
-                             ToolContext(context.job_id, step, index, run, "approved", 1, config=context.config))
-        for index, c in enumerate(value)
-    ))  # fmt: skip
+    checked = [{"name": c["name"], "arguments": context.tools.get(c["name"]).validate(c["arguments"])} for c in value]
+    contexts = [
+        ToolContext(context.job_id, step, index, run, "approved", 1, config=context.config) for index in indexes
+    ]
+    results = await _run_calls(context, step, None, context.tools, checked, contexts)
     return Decision(
-        True, kept_form([ToolCall(c["name"], c["arguments"], r) for c, r in zip(value, results, strict=True)])
+        True, kept_form([ToolCall(c["name"], c["arguments"], r) for c, r in zip(checked, results, strict=True)])
     )
 
 
-def _calls_errors(calls: list[dict[str, Any]], tools: ToolRegistry) -> list[str]:
+def _calls_errors(calls: list[dict[str, Any]], tools: ToolRegistry, allowed: set[str], count: int) -> list[str]:
+    """What is wrong with a reviewer's edit of a code node's proposal: the same tools, as many calls."""
+    if len(calls) != count:
+        return [f"an edit keeps the proposal's {count} call(s), got {len(calls)}"]
+    if stray := sorted({c["name"] for c in calls} - allowed):
+        return [f"an edit may only change the arguments of {', '.join(sorted(allowed))}, not call {', '.join(stray)}"]
     try:
         for call in calls:
             tools.get(call["name"]).validate(call["arguments"])
@@ -477,11 +556,12 @@ async def _run_step(
     values: Mapping[str, Any],
     context: JobContext,
     feedback: Sequence[tuple[Any, list[str]]] = (),
+    round_: int = 0,
 ) -> dict[str, Any]:
     await context.publish(Event(kind="step_started", step=step, skill=skill.name, data={"run": run}))
     result = await run_skill(
         skill, values, context.endpoints, tools=context.tools, executor=context.executor,
-        job_id=context.job_id, step=step, run=run, config=context.config, feedback=feedback,
+        job_id=context.job_id, step=step, run=run, config=context.config, feedback=feedback, round=round_,
     )  # fmt: skip
     for escalation in result.escalations:
         await context.publish(Event(kind="skill_escalated", step=step, skill=skill.name,

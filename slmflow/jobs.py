@@ -32,8 +32,8 @@ from slmflow.tools import InProcessExecutor, ToolExecutor
 from slmflow.validation import json_object, validate
 
 __all__ = [
-    "NO_RESUME", "JobResult", "JobStatus", "JobUsage", "approval_answer", "approval_message", "run_job",
-    "validate_input",
+    "NO_RESUME", "RESERVED_CONFIG", "JobResult", "JobStatus", "JobUsage", "approval_answer", "approval_message",
+    "job_config", "run_job", "validate_input",
 ]  # fmt: skip
 
 
@@ -101,10 +101,21 @@ class JobResult(BaseModel):
 
 
 def approval_answer(
-    edit: list[dict[str, Any]] | None = None, reject: str | None = None, shown: list[dict[str, Any]] | None = None
+    edit: list[dict[str, Any]] | None = None,
+    reject: str | None = None,
+    shown: list[dict[str, Any]] | None = None,
+    round: int | None = None,
 ) -> dict[str, Any]:
     """The answer that resumes a step paused for approval: approve (the `shown` calls, when given:
-    the step refuses an approval of calls it no longer proposes), approve edited calls, or reject."""
+    the step refuses an approval of calls it no longer proposes), approve edited calls, or reject;
+    with `round`, the decision holds only for that proposal of the step (the one the person saw)."""
+    answer = _decision(edit, reject, shown)
+    return answer if round is None else {**answer, "round": round}
+
+
+def _decision(
+    edit: list[dict[str, Any]] | None, reject: str | None, shown: list[dict[str, Any]] | None
+) -> dict[str, Any]:
     if edit is not None and reject is not None:
         raise UsageError("approve with edited calls or reject them, not both")
     if reject is not None:
@@ -194,7 +205,7 @@ async def run_job(
     """
     job_input = validate_input(spec, data)
     job_id = job_id or uuid.uuid4().hex
-    values = _job_config(config)
+    values = job_config(config)
     in_process = InProcessExecutor()
     context = JobContext(job_id, endpoints, spec.tools, executor or in_process, emit or (lambda _: None),
                          memo or _memo_of(checkpointer, job_id), values)  # fmt: skip
@@ -216,11 +227,14 @@ async def run_job(
         return result
 
 
-def _job_config(config: Mapping[str, Any] | None) -> dict[str, Any]:
+RESERVED_CONFIG = frozenset({"thread_id", "checkpoint_id", "checkpoint_ns"})
+
+
+def job_config(config: Mapping[str, Any] | None) -> dict[str, Any]:
     """The job's own values, or `InvalidInput` for a key LangGraph reserves."""
     values = dict(config or {})
     for key in values:
-        if not isinstance(key, str) or key == "thread_id" or key.startswith("__") or key.startswith("checkpoint_"):
+        if not isinstance(key, str) or key in RESERVED_CONFIG or key.startswith(("__", "checkpoint_")):
             raise InvalidInput(f"config key {key!r} is reserved (thread_id is the job id; __* and checkpoint_* are "
                                "LangGraph's): rename it", field="config")  # fmt: skip
     return values

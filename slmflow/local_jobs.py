@@ -9,6 +9,7 @@ directory. So `slmflow run GRAPH --job-id ID` resumes an interrupted job, and `s
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -17,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from slmflow.errors import UsageError
 from slmflow.jobs import JobResult, JobStatus
 from slmflow.settings import Settings
 
@@ -24,7 +26,8 @@ __all__ = ["LocalJob", "LocalJobs", "SqliteMemo", "local_checkpoint_url"]
 
 _SCHEMA = (
     """CREATE TABLE IF NOT EXISTS jobs (id TEXT PRIMARY KEY, graph TEXT NOT NULL, input TEXT NOT NULL,
-       config TEXT NOT NULL, status TEXT NOT NULL, result TEXT, created REAL NOT NULL, updated REAL NOT NULL)""",
+       config TEXT NOT NULL, status TEXT NOT NULL, result TEXT, created REAL NOT NULL, updated REAL NOT NULL,
+       pid INTEGER)""",
     """CREATE TABLE IF NOT EXISTS memo (job_id TEXT NOT NULL, step TEXT NOT NULL, result TEXT NOT NULL,
        PRIMARY KEY (job_id, step))""",
 )
@@ -47,6 +50,20 @@ class LocalJob:
     config: dict[str, Any]
     status: JobStatus
     result: JobResult | None
+    pid: int | None = None
+    """The process that runs (or last ran) it."""
+
+    def running_elsewhere(self) -> bool:
+        """Whether another live process is running this job now."""
+        if self.status != JobStatus.RUNNING or self.pid is None or self.pid == os.getpid():
+            return False
+        try:
+            os.kill(self.pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
 
 
 class LocalJobs:
@@ -58,6 +75,8 @@ class LocalJobs:
         with self._db() as db:
             for statement in _SCHEMA:
                 db.execute(statement)
+            if "pid" not in {row[1] for row in db.execute("PRAGMA table_info(jobs)")}:
+                db.execute("ALTER TABLE jobs ADD COLUMN pid INTEGER")  # a file from before pids were kept
 
     @classmethod
     def of(cls, settings: Settings) -> LocalJobs:
@@ -76,26 +95,31 @@ class LocalJobs:
     def get(self, job_id: str) -> LocalJob | None:
         """The job kept under `job_id`, if any."""
         with self._db() as db:
-            row = db.execute("SELECT id, graph, input, config, status, result FROM jobs WHERE id = ?",
+            row = db.execute("SELECT id, graph, input, config, status, result, pid FROM jobs WHERE id = ?",
                              (job_id,)).fetchone()  # fmt: skip
         if row is None:
             return None
         result = JobResult.model_validate_json(row[5]) if row[5] else None
-        return LocalJob(row[0], row[1], json.loads(row[2]), json.loads(row[3]), JobStatus(row[4]), result)
+        return LocalJob(row[0], row[1], json.loads(row[2]), json.loads(row[3]), JobStatus(row[4]), result, row[6])
 
     def start(self, job_id: str, graph: str, data: dict[str, Any], config: dict[str, Any]) -> None:
         """Keep a new job as `running` (before its first step, so an interrupted run can resume)."""
         now = time.time()
         with self._db() as db:
-            row = (job_id, graph, json.dumps(data), json.dumps(config), JobStatus.RUNNING.value, now, now)
-            db.execute("INSERT INTO jobs (id, graph, input, config, status, created, updated)"
-                       " VALUES (?, ?, ?, ?, ?, ?, ?)", row)  # fmt: skip
+            row = (job_id, graph, json.dumps(data), json.dumps(config), JobStatus.RUNNING.value, now, now, os.getpid())
+            try:
+                db.execute("INSERT INTO jobs (id, graph, input, config, status, created, updated, pid)"
+                           " VALUES (?, ?, ?, ?, ?, ?, ?, ?)", row)  # fmt: skip
+            except sqlite3.IntegrityError:
+                raise UsageError(f"job {job_id} was just started by another process: pick a new --job-id") from None
 
-    def running(self, job_id: str) -> None:
-        """The job runs again (a resumption)."""
+    def claim(self, job_id: str, status: JobStatus) -> bool:
+        """Run the job again here if it is still `status` (a resumption); False if another process
+        took it meanwhile: only one process resumes a job."""
         with self._db() as db:
-            db.execute("UPDATE jobs SET status = ?, updated = ? WHERE id = ?",
-                       (JobStatus.RUNNING.value, time.time(), job_id))  # fmt: skip
+            taken = db.execute("UPDATE jobs SET status = ?, pid = ?, updated = ? WHERE id = ? AND status = ?",
+                               (JobStatus.RUNNING.value, os.getpid(), time.time(), job_id, status.value))  # fmt: skip
+            return taken.rowcount == 1
 
     def save(self, result: JobResult) -> None:
         """Keep how the job's run ended (or paused)."""

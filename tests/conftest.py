@@ -87,6 +87,9 @@ def order_reply(body: dict[str, Any]) -> Reply:
         wrap = (lambda label: json.dumps({"label": label})) if label_schema else (lambda label: label)
         chosen = _order_label(message, choices, case)
         return Reply(text=wrap(chosen), logprobs=[-0.01])
+    if response_format and response_format["json_schema"]["name"] == "choose_order":
+        choices = response_format["json_schema"]["schema"]["properties"]["order_id"]["enum"]
+        return Reply(text=json.dumps({"order_id": _order_label(message, choices, case)}))
     if response_format and response_format["json_schema"]["name"] == "reply_change":
         order = re.search(r"Order id: (\S+)", prompt)
         decision = re.search(r"Decision: (\S+)", prompt)

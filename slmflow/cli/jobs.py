@@ -141,20 +141,24 @@ def approve(
     reject: Annotated[
         str | None, typer.Option("--reject", help="Reject the proposed calls; the step's model sees why.")
     ] = None,
+    round: Annotated[
+        int | None, typer.Option("--round", help="Decide only if this is still the proposal round you saw.")
+    ] = None,
     json_output: JsonOutput = False,
 ) -> None:
     """Approve the tool calls an awaiting_approval job proposed (as they are, or --edit'ed), or
-    --reject them; the job resumes and an approved call runs once."""
+    --reject them; the job resumes and an approved call runs once. An embedded job resumes here
+    (exit 0, 1 or 3 as `slmflow run`); a fleet's job is queued to resume (exit 0)."""
     calls = _read_answer(edit) if edit is not None else None
-    answer = approval_answer(calls, reject)  # a bad decision is refused before anything is reached
+    answer = approval_answer(calls, reject, round=round)  # a bad decision is refused before anything is reached
     settings = load_settings()
     kept = LocalJobs.of(settings).get(job_id)
     if kept is not None:
         shown = (kept.result.approval or {}).get("calls") if kept.result is not None else None
-        answer = approval_answer(calls, reject, shown)
+        answer = approval_answer(calls, reject, shown, round)
         run_embedded(settings, job_id, json_output, job_id=job_id, resume=answer, waiting=JobStatus.AWAITING_APPROVAL)
     with Client() as client:
-        client.get(job_id).approve(edit=answer.get("edit"), reject=answer.get("reject"))
+        client.get(job_id).approve(edit=answer.get("edit"), reject=answer.get("reject"), round=round)
     console.print(f"job {job_id}: {'rejected' if 'reject' in answer else 'approved'}, queued to resume")
 
 

@@ -62,7 +62,12 @@ def print_outcome(
     console.print(f"job {job_id} ({graph}): [bold {colour}]{status.value}[/]")
     if output:
         console.print_json(data=output)
-    if review:
+    if review and review.get("reason") == "asked":  # a code node's question (ask_human)
+        console.print(f"waiting for an answer at step {review.get('step')}: {escape(str(review.get('question')))}")
+        if review.get("details"):
+            console.print(f"  {escape(json.dumps(review['details'])[:300])}")
+        console.print(f"  answer it: slmflow review {job_id} --answer FILE")
+    elif review:
         reasons = ", ".join(map(str, review.get("reasons", [])))
         console.print(f"waiting for review at step {review.get('step')}: {escape(reasons)}")
         if review.get("last_output") is not None:
@@ -71,12 +76,15 @@ def print_outcome(
             console.print(f"  last review answer refused: {escape(str(problem))}")
         console.print(f"  answer it: slmflow review {job_id} --answer FILE")
     if approval:
-        console.print(f"waiting for approval at step {approval.get('step')} (proposed by {approval.get('tier')}):")
+        console.print(f"waiting for approval at step {approval.get('step')}, round {approval.get('round')} "
+                      f"(proposed by {approval.get('tier')}):")  # fmt: skip
         for call in approval.get("calls", []):
             console.print(f"  {escape(str(call.get('name')))}({escape(json.dumps(call.get('arguments')))})")
         for problem in approval.get("review_errors", []):
             console.print(f"  last decision refused: {escape(str(problem))}")
-        console.print(f"  decide: slmflow approve {job_id} [--edit FILE | --reject WHY]")
+        console.print(
+            f"  decide: slmflow approve {job_id} --round {approval.get('round')} [--edit FILE | --reject WHY]"
+        )
     if error:
         console.print(f"[red]{escape(str(error.get('type')))}: {escape(str(error.get('message')))}[/]")
     console.print(

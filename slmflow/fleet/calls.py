@@ -63,12 +63,15 @@ class JobCalls:
         self, key: str, token: int, *, tool: str, arguments: dict[str, Any], job_id: str, step: str,
         idempotent: bool, trace: dict[str, str] | None, config: dict[str, Any] | None = None,
     ) -> tuple[str, dict[str, Any] | None]:  # fmt: skip
-        """Record the call (fenced by the lease); returns its state and, once done, its outcome."""
+        """Record the call (fenced by the lease); returns its state and, once done, its outcome
+        (`conflict` and `{"tool": ...}`: the key is recorded for another call)."""
         state, outcome = cast("list[str]", await self._record(
             keys=[keys.lease(job_id), keys.call(key)],
-            args=[token, tool, json.dumps(arguments), job_id, step, "1" if idempotent else "0",
+            args=[token, tool, json.dumps(arguments, sort_keys=True), job_id, step, "1" if idempotent else "0",
                   json.dumps(trace or {}), self.ttl, json.dumps(config or {})],
         ))  # fmt: skip
+        if state == "conflict":
+            return state, {"tool": outcome}
         return state, json.loads(outcome) if outcome else None
 
     async def outcome(self, key: str) -> dict[str, Any] | None:

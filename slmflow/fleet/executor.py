@@ -49,6 +49,10 @@ class CeleryToolExecutor:
         )  # fmt: skip
         if state == "lost":
             raise LeaseLost(job_id, "recording a tool call")
+        if state == "conflict":
+            other = (outcome or {}).get("tool") or "?"
+            raise ToolFailed(f"call key {context.key} is already recorded for another call (of {other}); "
+                             "it did not run: a key must name one call", tool=spec.name, key=context.key)  # fmt: skip
         if outcome is None:
             outcome = await self._dispatch(spec, arguments, context, state, trace)
         await self.emit(Event(kind="tool_called", step=context.step, data={

@@ -162,7 +162,13 @@ return 1
 RECORD_CALL = """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return {'lost', ''} end
 local state = redis.call('HGET', KEYS[2], 'state')
-if state then return {state, redis.call('HGET', KEYS[2], 'outcome') or ''} end
+if state then
+  -- a key names one call: the same key for another tool or other arguments is a bug, never its outcome
+  if redis.call('HGET', KEYS[2], 'tool') ~= ARGV[2] or redis.call('HGET', KEYS[2], 'arguments') ~= ARGV[3] then
+    return {'conflict', redis.call('HGET', KEYS[2], 'tool') or ''}
+  end
+  return {state, redis.call('HGET', KEYS[2], 'outcome') or ''}
+end
 redis.call('HSET', KEYS[2], 'tool', ARGV[2], 'arguments', ARGV[3], 'job_id', ARGV[4], 'step', ARGV[5],
            'idempotent', ARGV[6], 'trace', ARGV[7], 'config', ARGV[9], 'state', 'recorded', 'tries', 0)
 redis.call('EXPIRE', KEYS[2], ARGV[8])

@@ -11,6 +11,7 @@ import pytest
 from slmflow.errors import IdempotencyConflict
 from slmflow.events import Event
 from slmflow.fleet import keys
+from slmflow.fleet.calls import JobCalls
 from slmflow.fleet.fencing import RedisFencedSaver
 from slmflow.fleet.records import JobRecord
 from slmflow.fleet.store import Heartbeat, JobStore, LeaseLost, current_lease
@@ -148,3 +149,19 @@ async def test_an_oversized_event_keeps_its_kind_and_says_it_was_cut(store: JobS
     await store.append_event("j1", Event(kind="tool_called", step="s", data={"blob": "x" * 5000}))
     [event] = [e async for e in store.events("j1")]
     assert (event.kind, event.step, event.data["truncated"]) == ("tool_called", "s", True)
+
+
+async def test_a_call_key_names_one_call_and_another_call_under_it_is_a_conflict(store: JobStore) -> None:
+    await store.create(record(), None)
+    token = await store.acquire_lease("j1", ttl_s=5)
+    assert token is not None
+    calls = JobCalls(store.redis, ttl_s=60)
+    common = {"job_id": "j1", "step": "s", "idempotent": False, "trace": None}
+    first = await calls.record("j1:s:1:slm:1:0", token, tool="refund", arguments={"order_id": "A", "n": 1}, **common)
+    assert first == ("recorded", None)
+    again = await calls.record("j1:s:1:slm:1:0", token, tool="refund", arguments={"n": 1, "order_id": "A"}, **common)
+    assert again == ("recorded", None)  # the same call (argument order does not matter)
+    other = await calls.record("j1:s:1:slm:1:0", token, tool="refund", arguments={"order_id": "B", "n": 1}, **common)
+    assert other == ("conflict", {"tool": "refund"})
+    swapped = await calls.record("j1:s:1:slm:1:0", token, tool="open_case", arguments={"order_id": "A"}, **common)
+    assert swapped == ("conflict", {"tool": "refund"})

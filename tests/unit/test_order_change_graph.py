@@ -64,8 +64,10 @@ async def test_narrowing_offers_the_model_only_the_customers_orders(server) -> N
     case = ORDER_CASES["Please cancel my weighted blanket order ORD-10036, I ordered it by mistake."]
     async with open_checkpointer("memory") as saver:
         await _run(server, case["input"], saver, "oc-narrow")
-    choose = [r for r in server.requests if r.get("structured_outputs", {}).get("choice", [""])[0].startswith("ORD-")]
-    assert choose[0]["structured_outputs"]["choice"] == ["ORD-10017", "ORD-10024", "ORD-10036"]  # Grace Kim's
+    choose = [r for r in server.requests if (r.get("response_format") or {}).get("json_schema", {}).get("name")
+              == "choose_order"]  # fmt: skip
+    schema = choose[0]["response_format"]["json_schema"]["schema"]
+    assert schema["properties"]["order_id"]["enum"] == ["ORD-10017", "ORD-10024", "ORD-10036"]  # Grace Kim's
     propose = [r for r in server.requests if r.get("tools")]
     enums = {t["function"]["name"]: t["function"]["parameters"]["properties"]["order_id"]["enum"]
              for t in propose[0]["tools"]}  # fmt: skip

@@ -449,3 +449,62 @@ async def test_a_code_node_proposes_calls_that_run_once_approved_or_not_at_all(s
         await _run(spec, server, data, saver, "job-p2")
         rejected, _ = await _run(spec, server, data, saver, "job-p2", resume={"reject": "not this one"})
     assert rejected.output["refund"] == "rejected: not this one" and len(REFUNDS) == 1
+
+
+# --- what a person decides holds for what they saw -----------------------------------------
+
+
+async def test_a_decision_on_an_older_proposal_round_is_refused(server) -> None:
+    spec, data = refund_graph(), {"customer": "ana", "text": "refund ORD-2"}
+    async with open_checkpointer("memory") as saver:
+        await _run(spec, server, data, saver, "job-round")
+        stale, _ = await _run(spec, server, data, saver, "job-round", resume={"approve": True, "round": 3})
+        assert stale.status == JobStatus.AWAITING_APPROVAL and "round 0, not 3" in stale.approval["review_errors"][0]
+        done, _ = await _run(spec, server, data, saver, "job-round", resume={"approve": True, "round": 0})
+    assert done.status == JobStatus.SUCCEEDED and len(REFUNDS) == 1
+
+
+async def test_a_reviewers_call_of_a_tool_needing_approval_runs_once(server) -> None:
+    server.scripts["slm"] = [Reply(text="I cannot do that")]
+    spec, data = refund_graph(), {"customer": "ana", "text": "refund"}
+    async with open_checkpointer("memory") as saver:
+        await _run(spec, server, data, saver, "job-rev")
+        done, _ = await _run(spec, server, data, saver, "job-rev",
+                             resume=[{"name": "refund", "arguments": {"order_id": "ORD-2"}}])  # fmt: skip
+        await _run(
+            spec, server, data, saver, "job-rev", resume=[{"name": "refund", "arguments": {"order_id": "ORD-2"}}]
+        )
+    assert done.status == JobStatus.SUCCEEDED
+    assert REFUNDS == [("ORD-2", "job-rev:choose_refund:2:reviewed:1:0")]
+    assert done.output["refund"][0]["result"] == "refunded ORD-2"
+
+
+async def test_a_review_after_narrowing_to_nothing_is_judged_by_the_declared_skill(server) -> None:
+    async with open_checkpointer("memory") as saver:
+        paused, _ = await _run(refund_graph(), server, {"customer": "cy", "text": "refund"}, saver, "job-empty")
+        assert paused.status == JobStatus.NEEDS_REVIEW
+        refused, _ = await _run(refund_graph(), server, {"customer": "cy", "text": "refund"}, saver, "job-empty",
+                                resume=[{"name": "refund", "arguments": {"order_id": "ORD-1"}}])  # fmt: skip
+    # Not "is not one of []": the step's own check says why this answer cannot be right.
+    assert refused.review["review_errors"] == ["ORD-1 is not an order of this customer"] and REFUNDS == []
+
+
+async def test_call_tool_refuses_a_tool_that_needs_approval(server) -> None:
+    async def sneaky(state: Mapping[str, Any], runtime: Runtime[JobContext]) -> dict[str, Any]:
+        return {"refund": await call_tool(runtime, "refund", {"order_id": "ORD-1"})}
+
+    async with open_checkpointer("memory") as saver:
+        with pytest.raises(UsageError, match="propose_calls"):  # the project's bug: raised, never a job that ran it
+            await _run(code_graph(sneaky), server, {"customer": "ana", "text": "x"}, saver, "job-sneak")
+    assert REFUNDS == []
+
+
+async def test_an_edit_of_a_code_nodes_proposal_keeps_its_tools(server) -> None:
+    spec, data = code_graph(propose_node), {"customer": "ana", "text": "x"}
+    async with open_checkpointer("memory") as saver:
+        await _run(spec, server, data, saver, "job-swap")
+        swapped, _ = await _run(spec, server, data, saver, "job-swap",
+                                resume={"edit": [{"name": "hand_over", "arguments": {"note": "x"}}]})  # fmt: skip
+    assert (
+        swapped.status == JobStatus.AWAITING_APPROVAL and "not call hand_over" in swapped.approval["review_errors"][0]
+    )
