@@ -28,6 +28,8 @@ __all__ = [
 ]
 
 ORDER_ID = re.compile(r"ORD-\d{5}")
+REASON_HINT = "The customer's reason"
+"""How the change tools' `reason` argument is described to the model (tools/shop.py)."""
 ACTIONS = {
     "cancel": "cancel an order that has not shipped yet",
     "return": "return a delivered order (send it back for a refund)",
@@ -74,11 +76,14 @@ def the_chosen_order(values: Mapping[str, Any]) -> Narrow:
 
 
 def calls_the_requested_action(calls: list[Any], values: Mapping[str, Any]) -> Iterable[str]:
-    """The change is the one the customer asked for."""
+    """The change is the one the customer asked for, with a reason of the customer's (a small model
+    copies the argument's description instead: the person approving would read that)."""
     wanted = ACTION_TOOLS[values["action"]]
     for call in calls:
         if call.name != wanted:
             yield f"the customer asks to {values['action']} the order: call {wanted}, not {call.name}"
+        if str(call.arguments.get("reason", "")).strip().lower().startswith(REASON_HINT.lower()):
+            yield "give the customer's own reason in a few words, not the description of the argument"
 
 
 class ChangeReply(BaseModel):

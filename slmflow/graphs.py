@@ -212,13 +212,13 @@ def skill_node(
         if recorded["status"] == "ok":
             return success(state, {output_key: recorded["answer"], "skill_results": [recorded]})
         if on_failure == "fail":
-            await here.finished(recorded)
+            await here.finished({**recorded, "status": "failed"})
             reasons = [e["reason"] for e in recorded.get("escalations", [])]
             why = ", ".join(reasons) or "no reason"
             raise StepFailed(f"step {step_name!r} failed: no tier could answer it ({why})",
                              step=step_name, skill=skill.name, reasons=reasons)  # fmt: skip
         if isinstance(on_failure, Goto):
-            await here.finished(recorded)
+            await here.finished({**recorded, "status": "routed", "to": on_failure.node})
             failure = {"step": step_name, "skill": skill.name, **_failure_summary(recorded)}
             return Command(goto=on_failure.node, update={on_failure.key: failure, "skill_results": [recorded]})
         answer = await here.review(recorded)
@@ -276,7 +276,7 @@ class _Step:
         proposed = [{"name": c["name"], "arguments": c["arguments"]} for c in recorded["answer"]]
         payload: dict[str, Any] = {"reason": APPROVAL, "step": self.name, "skill": self.skill.name, "round": round_,
                                    "calls": proposed, "tier": recorded.get("tier"),
-                                   "confidence": recorded.get("confidence")}  # fmt: skip
+                                   "confidence": recorded.get("confidence"), "result": recorded}  # fmt: skip
         while True:
             answer = interrupt(payload)
             decision, value, errors = _approval_decision(answer, proposed, round_)
@@ -378,10 +378,11 @@ class _Step:
         return answer
 
     async def finished(self, recorded: dict[str, Any]) -> None:
-        """The step's `step_finished` event for an ending decided here (approved, failed, routed)."""
+        """The step's `step_finished` event for an ending decided here: `ok` once approved (with
+        `approval`), `failed` (the job fails) or `routed` (on to node `to`)."""
         await self.context.publish(Event(kind="step_finished", step=self.name, skill=self.skill.name, data={
             "status": recorded["status"], "tier": recorded.get("tier"), "run": self.run, "attempts": 0,
-            **({"approval": recorded["approval"]} if "approval" in recorded else {}),
+            **{key: recorded[key] for key in ("approval", "to") if key in recorded},
         }))  # fmt: skip
 
 

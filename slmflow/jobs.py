@@ -273,8 +273,11 @@ def _result(spec: GraphSpec, job_id: str, state: StateSnapshot, latency_s: float
     review = approval = None
     output = None
     if state.interrupts and state.interrupts[0].value.get("reason") == APPROVAL:
-        approval = {k: v for k, v in state.interrupts[0].value.items() if k != "reason"}
+        paused = state.interrupts[0].value
+        approval = {k: v for k, v in paused.items() if k not in ("reason", "result")}
         approval.setdefault("review_errors", [])
+        if "result" in paused:  # the proposing run's calls and tokens count in the job's usage
+            results.append(SkillResult.model_validate(paused["result"]))
         status = JobStatus.AWAITING_APPROVAL
     elif state.interrupts:
         review = state.interrupts[0].value

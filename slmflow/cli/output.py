@@ -26,11 +26,20 @@ def render_event(event: Event) -> str | None:
     """One progress line for an event, or None for events not worth a line."""
     data = event.data
     if event.kind == "step_finished":
-        if data.get("status") == "ok":
+        status = data.get("status")
+        if status == "ok" and data.get("approval"):
+            return f"[green]✓[/] {event.step} [dim]({data['approval']}: its call(s) ran)[/]"
+        if status == "ok":
             conf = data.get("confidence")
             shown = f" confidence {conf:.2f}" if conf is not None else ""
             return f"[green]✓[/] {event.step} [dim]({data.get('tier')}, {data.get('attempts')} call(s){shown})[/]"
-        return f"[yellow]?[/] {event.step} [dim]needs review after {data.get('attempts')} call(s)[/]"
+        if status == "proposed":
+            return f"[cyan]⏸[/] {event.step} [dim]proposes its tool call(s): they wait for approval[/]"
+        if status == "routed":
+            return f"[yellow]↪[/] {event.step} [dim]failed: the job goes on at {data.get('to')}[/]"
+        if status == "failed":
+            return f"[red]✗[/] {event.step} [dim]failed: the job fails[/]"
+        return f"[yellow]✗[/] {event.step} [dim]no tier could answer after {data.get('attempts')} call(s)[/]"
     if event.kind == "skill_escalated":
         detail = escape(str(data.get("detail", ""))[:160])
         return f"  [yellow]↑[/] {event.step}: {data.get('reason')} → {data.get('to')}: [dim]{detail}[/]"

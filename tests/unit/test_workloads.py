@@ -330,7 +330,7 @@ async def test_on_failure_goto_routes_the_graph_with_the_failure_in_the_state(se
     assert result.output["refund"] is None
     assert FINISHED == ["choose_refund:failed"]  # the failure route only, not the success route besides it
     finished = [e for e in events if e.kind == "step_finished" and e.step == "choose_refund"]
-    assert finished[-1].data["status"] == "needs_review"
+    assert [e.data["status"] for e in finished] == ["needs_review", "routed"] and finished[-1].data["to"] == "handover"
 
 
 async def test_on_failure_review_is_the_default_and_shows_what_the_model_answered(server) -> None:
