@@ -31,7 +31,7 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("SHOP_DB", str(Path(tempfile.mkdtemp()) / "shop.db"))  # no approval runs: read-only
 
 import slmflow.cascade  # noqa: E402
-import slmflow.graphs  # noqa: E402
+import slmflow.nodes  # noqa: E402
 from slmflow.checkpoints import open_checkpointer  # noqa: E402
 from slmflow.connect import open_endpoints  # noqa: E402
 from slmflow.events import Event  # noqa: E402
@@ -58,7 +58,7 @@ def _no_narrowing(skill: Skill, values: Any, tools: ToolRegistry | None) -> Narr
 def _narrowing(on: bool) -> None:
     chosen = narrow if on else _no_narrowing
     slmflow.cascade.narrow = chosen  # type: ignore[attr-defined]
-    slmflow.graphs.narrow = chosen  # type: ignore[attr-defined]
+    slmflow.nodes.narrow = chosen  # type: ignore[attr-defined]
 
 
 async def _case(spec: GraphSpec, case: Case, endpoints: Endpoints, hooks: Learning) -> dict[str, Any]:

@@ -45,19 +45,10 @@ from slmflow.errors import (
 )
 from slmflow.events import Event
 from slmflow.fleet.records import JobRecord
-from slmflow.graphs import (
-    Decision,
-    Goto,
-    GraphSpec,
-    JobContext,
-    JobState,
-    ask_human,
-    call_tool,
-    propose_calls,
-    skill_node,
-)
+from slmflow.graphs import GraphSpec, JobContext, JobState
 from slmflow.jobs import JobResult, JobStatus, run_job
 from slmflow.models import Endpoint, Endpoints
+from slmflow.nodes import Decision, Goto, ask_human, call_tool, propose_calls, skill_node
 from slmflow.results import EscalationReason, SkillResult
 from slmflow.settings import Settings
 from slmflow.skills import Label, Narrow, Object, Skill, ToolCalls

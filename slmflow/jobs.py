@@ -24,8 +24,9 @@ from slmflow import telemetry
 from slmflow.answers import Tier
 from slmflow.errors import InvalidInput, SlmflowError, UsageError
 from slmflow.events import Event, EventSink
-from slmflow.graphs import APPROVAL, ASKED, GraphSpec, JobContext, MemoryMemo, StepMemo
+from slmflow.graphs import GraphSpec, JobContext, MemoryMemo, StepMemo
 from slmflow.models import Endpoints
+from slmflow.nodes import APPROVAL, ASKED
 from slmflow.redaction import excerpt
 from slmflow.results import Escalation, SkillResult, Usage
 from slmflow.tools import InProcessExecutor, ToolExecutor
