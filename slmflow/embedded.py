@@ -1,8 +1,8 @@
 """The embedded default: run one job in this process, starting the local model server if needed.
 
-`run_graph` is the library's (checkpoints as the settings say: in memory by default);
-`run_local` is the CLI's: every job kept in the cache directory (`slmflow.local_jobs`), so that it
-can be resumed, reviewed or approved from another process by its id.
+`run_local` keeps every job in the cache directory (`slmflow.local_jobs`), so that it can be
+resumed, reviewed or approved from another process by its id. (The library's own in-process entry
+is `slmflow.run_job`, with checkpoints in memory unless given another checkpointer.)
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from slmflow.local_jobs import LocalJobs, local_checkpoint_url
 from slmflow.project import find_project
 from slmflow.settings import Settings
 
-__all__ = ["load_graph", "read_input", "run_graph", "run_local"]
+__all__ = ["load_graph", "read_input", "run_local"]
 
 
 def read_input(path: Path) -> dict[str, Any]:
@@ -42,28 +42,6 @@ def read_input(path: Path) -> dict[str, Any]:
 def load_graph(name: str, settings: Settings) -> GraphSpec:
     """The graph `name` of the project the settings point at (or the cwd's)."""
     return find_project(settings.project).load_graph(name)
-
-
-async def run_graph(
-    name: str,
-    data: Mapping[str, Any],
-    settings: Settings,
-    *,
-    emit: EventSink | None = None,
-    progress: Callable[[str], None] = print,
-) -> JobResult:
-    """Run graph `name` on `data` in-process: validate, reach the models, run, sum usage.
-
-    Input is validated before any server starts. With no `SLMFLOW_SLM_BASE_URL`, the local vLLM
-    server is started (or reused).
-    """
-    spec = load_graph(name, settings)
-    validate_input(spec, data)
-    async with (
-        open_endpoints(settings, skills=spec.skills, learning=True, progress=progress) as endpoints,
-        open_checkpointer(settings.checkpoint_url) as checkpointer,
-    ):
-        return await run_job(spec, data, endpoints=endpoints, checkpointer=checkpointer, emit=emit)
 
 
 async def run_local(
