@@ -57,7 +57,7 @@ import redis  # noqa: E402
 
 from slmflow import AsyncClient  # noqa: E402
 from slmflow.fleet.queues import JOBS_QUEUE, TOOLS_QUEUE  # noqa: E402
-from slmflow.fleet.records import JobRecord  # noqa: E402
+from slmflow.outcomes import JobRecord  # noqa: E402
 from slmflow.prompts import render_messages  # noqa: E402
 from slmflow.testing import Reply, ScriptedServer  # noqa: E402
 from slmflow.verdicts import constraint  # noqa: E402
@@ -409,7 +409,8 @@ async def run_slmflow(args: argparse.Namespace, server: ModelServer, logs: Path)
             warm_records = await fetch_records(client, warm)
             bad = [r for r in warm_records if r.status != "succeeded"]
             if bad:
-                raise RuntimeError(f"warm-up job {bad[0].id} ended {bad[0].status}: {bad[0].error or bad[0].review}")
+                first = bad[0]
+                raise RuntimeError(f"warm-up job {first.job_id} ended {first.status}: {first.error or first.review}")
             server.stats()  # forget the warm-up's requests
             pids = {"model server": server.pid, **{n: p.pid for n, p in fleet.processes.items()}}
             cpu_before, net_before, busy_before = cpu_seconds(pids), listen_overflows(), machine_busy()
@@ -440,9 +441,8 @@ async def run_slmflow(args: argparse.Namespace, server: ModelServer, logs: Path)
     waits = [(r.started_at - r.created_at).total_seconds() for r in done if r.started_at]
     intervals = [(r.started_at.timestamp(), r.finished_at.timestamp()) for r in done if r.started_at and r.finished_at]
     steady = [s["running"] for s in samples if s["jobs_queue"] > 0]  # while a backlog waited for the worker
-    wrong = [
-        r.id for r in records if r.status == "succeeded" and r.output != {"answer": "yes", "note": {"recorded": "x"}}
-    ]
+    expected = {"answer": "yes", "note": {"recorded": "x"}}
+    wrong = [r.job_id for r in records if r.status == "succeeded" and r.output != expected]
     return {
         "jobs": len(records),
         "statuses": dict(statuses),

@@ -32,16 +32,18 @@ os.environ.setdefault("SHOP_DB", str(Path(tempfile.mkdtemp()) / "shop.db"))  # n
 
 import slmflow.cascade  # noqa: E402
 import slmflow.nodes  # noqa: E402
+from slmflow.answers import Tier  # noqa: E402
 from slmflow.checkpoints import open_checkpointer  # noqa: E402
 from slmflow.connect import open_endpoints  # noqa: E402
-from slmflow.events import Event  # noqa: E402
+from slmflow.events import Event, StepFinished  # noqa: E402
 from slmflow.graphs import GraphSpec  # noqa: E402
-from slmflow.jobs import JobStatus, run_job  # noqa: E402
+from slmflow.jobs import run_job  # noqa: E402
 from slmflow.learning.evaluate import Case, matches, outcome, read_cases  # noqa: E402
 from slmflow.learning.hooks import Learning, project_floors_file  # noqa: E402
 from slmflow.learning.store import DatasetStore  # noqa: E402
 from slmflow.models import Endpoints  # noqa: E402
 from slmflow.narrowing import Narrowed, narrow  # noqa: E402
+from slmflow.outcomes import JobStatus  # noqa: E402
 from slmflow.project import find_project  # noqa: E402
 from slmflow.settings import load_settings  # noqa: E402
 from slmflow.skills import Skill  # noqa: E402
@@ -66,7 +68,7 @@ async def _case(spec: GraphSpec, case: Case, endpoints: Endpoints, hooks: Learni
     endpoints.learning = hooks
     async with open_checkpointer("memory") as checkpointer:
         job = await run_job(spec, case.input, endpoints=endpoints, checkpointer=checkpointer, emit=events.append)
-    steps = {e.step: e.data for e in events if e.kind == "step_finished" and e.data.get("attempts")}
+    steps = {e.step: e.data for e in events if isinstance(e.data, StepFinished) and e.data.attempts}
     right = job.status in (JobStatus.SUCCEEDED, JobStatus.AWAITING_APPROVAL) and matches(case.expected, outcome(job))
     handed = job.status == JobStatus.SUCCEEDED and (job.output or {}).get("decision") == "handed_over"
     if right:
@@ -77,8 +79,8 @@ async def _case(spec: GraphSpec, case: Case, endpoints: Endpoints, hooks: Learni
         verdict = "handed_over"
     else:
         verdict = "wrong"
-    statuses = {step: data["status"] for step, data in steps.items()}
-    return {"verdict": verdict, "steps": statuses, "calls": job.usage.calls["slm"]}
+    statuses = {step: data.status for step, data in steps.items()}
+    return {"verdict": verdict, "steps": statuses, "calls": job.usage.calls(Tier.SLM)}
 
 
 VERDICTS = ("right", "wrong", "review", "handed_over")

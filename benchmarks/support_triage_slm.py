@@ -45,6 +45,7 @@ from slmflow.jobs import run_job  # noqa: E402
 from slmflow.learning.hooks import Learning, project_floors_file  # noqa: E402
 from slmflow.learning.store import DatasetStore  # noqa: E402
 from slmflow.models import Endpoints  # noqa: E402
+from slmflow.outcomes import UnansweredReview  # noqa: E402
 from slmflow.project import find_project  # noqa: E402
 from slmflow.settings import load_settings  # noqa: E402
 from slmflow.testing import Reply, ScriptedServer  # noqa: E402
@@ -184,13 +185,13 @@ async def job_runs(endpoints: Endpoints, spec: GraphSpec) -> dict[str, Any]:
         async with open_checkpointer("memory") as checkpointer:
             result = await run_job(spec, ticket, endpoints=endpoints, checkpointer=checkpointer)
         statuses[result.status] += 1
-        if result.review:
-            stopped_at[f"{result.review['step']}:{result.review['reasons'][-1]}"] += 1
+        if isinstance(result.review, UnansweredReview):
+            stopped_at[f"{result.review.step}:{result.review.reasons[-1]}"] += 1
         if result.status == "succeeded" and result.output is not None:
             bad = wrong_steps(result.output, expected)
             if bad:
                 wrong.append({"ticket": ticket["ticket_id"], "wrong_steps": bad, "reply": result.output["reply"]})
-        print(f"job {ticket['ticket_id']} {result.status} {result.review and result.review['step']}", flush=True)
+        print(f"job {ticket['ticket_id']} {result.status} {result.review and result.review.step}", flush=True)
     return {"statuses": dict(statuses), "needs_review_at": dict(stopped_at), "succeeded_wrong": len(wrong),
             "wrong": wrong, "seconds": round(time.perf_counter() - started, 1)}  # fmt: skip
 

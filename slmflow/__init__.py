@@ -43,12 +43,24 @@ from slmflow.errors import (
     UnknownTool,
     UsageError,
 )
-from slmflow.events import Event
-from slmflow.fleet.records import JobRecord
+from slmflow.events import Event, JobFinished, JobStarted, StepFinished, StepStarted, ToolCalled
 from slmflow.graphs import GraphSpec, JobContext, JobState
-from slmflow.jobs import JobResult, JobStatus, run_job
+from slmflow.jobs import run_job
 from slmflow.models import Endpoint, Endpoints
 from slmflow.nodes import Decision, Goto, ask_human, call_tool, propose_calls, skill_node
+from slmflow.outcomes import (
+    Approval,
+    AskedReview,
+    JobFailure,
+    JobRecord,
+    JobResult,
+    JobStatus,
+    JobUsage,
+    OutcomeUnknownReview,
+    ProposedCall,
+    Review,
+    UnansweredReview,
+)
 from slmflow.results import EscalationReason, SkillResult
 from slmflow.settings import Settings
 from slmflow.skills import Label, Narrow, Object, Skill, ToolCalls
@@ -59,14 +71,28 @@ __all__ = [
     "AsyncClient",
     "AsyncJob",
     "Client",
-    "Event",
     "GraphInfo",
     "Job",
-    "JobRecord",
-    "JobResult",
-    "JobStatus",
     "Settings",
     "run_job",
+    # SDK: what a job reports (its outcome, and its events typed by kind)
+    "Approval",
+    "AskedReview",
+    "Event",
+    "JobFailure",
+    "JobFinished",
+    "JobRecord",
+    "JobResult",
+    "JobStarted",
+    "JobStatus",
+    "JobUsage",
+    "OutcomeUnknownReview",
+    "ProposedCall",
+    "Review",
+    "StepFinished",
+    "StepStarted",
+    "ToolCalled",
+    "UnansweredReview",
     # Authoring: skills, tools and graphs of a project
     "Decision",
     "Endpoint",

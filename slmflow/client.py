@@ -34,9 +34,9 @@ from slmflow.errors import (
 )
 from slmflow.events import Event
 from slmflow.fleet.queues import publish_job, publisher
-from slmflow.fleet.records import JobRecord
 from slmflow.fleet.store import JobStore, new_job_id
-from slmflow.jobs import JobStatus, approval_answer, approval_message, job_config
+from slmflow.jobs import approval_answer, job_config
+from slmflow.outcomes import JobRecord, JobStatus, approval_message
 from slmflow.settings import Settings, load_settings
 from slmflow.validation import check_key, check_size, json_object, shown, validate
 
@@ -82,19 +82,20 @@ class AsyncJob:
             if record.status == JobStatus.SUCCEEDED:
                 return record
             if record.status == JobStatus.FAILED:
-                error = record.error or {}
+                error = record.error.model_dump(mode="json") if record.error else {}
                 raise JobFailed(f"job {self.id} failed: {error.get('message', 'unknown error')}",
                                 job_id=self.id, error=error)  # fmt: skip
             if record.status == JobStatus.CANCELLED:
                 raise JobCancelled(f"job {self.id} was cancelled", job_id=self.id)
             if record.status == JobStatus.NEEDS_REVIEW:
-                step = (record.review or {}).get("step")
-                raise JobNeedsReview(f"job {self.id} waits for review at step {step!r}: answer it with Job.review() "
-                                     f"or `slmflow review {self.id} --answer FILE`",
-                                     job_id=self.id, review=record.review)  # fmt: skip
+                review = record.review.model_dump(mode="json") if record.review else {}
+                raise JobNeedsReview(f"job {self.id} waits for review at step {review.get('step')!r}: answer it with "
+                                     f"Job.review() or `slmflow review {self.id} --answer FILE`",
+                                     job_id=self.id, review=review)  # fmt: skip
             if record.status == JobStatus.AWAITING_APPROVAL:
+                approval = record.approval.model_dump(mode="json") if record.approval else {}
                 raise JobAwaitingApproval(approval_message(self.id, record.approval),
-                                          job_id=self.id, approval=record.approval)  # fmt: skip
+                                          job_id=self.id, approval=approval)  # fmt: skip
             if deadline is not None and time.monotonic() > deadline:
                 raise JobTimeout(f"job {self.id} is still {record.status.value} after {timeout:g}s", job_id=self.id)
             await asyncio.sleep(delay)
@@ -119,10 +120,10 @@ class AsyncJob:
         """Decide on the calls an `awaiting_approval` job proposed: approve them as they are (no
         argument), approve `edit`ed calls (checked like the model's), or `reject` them with a reason
         the step's model sees on a new attempt. The job resumes; an approved call runs once. Pass the
-        `round` of the proposal you saw (`record.approval["round"]`) so that the decision cannot
+        `round` of the proposal you saw (`record.approval.round`) so that the decision cannot
         land on a newer one; without it, it is the proposal waiting when this call reads the job."""
         record = await self.get()
-        shown = (record.approval or {}).get("calls")
+        shown = record.approval.shown() if record.approval else None
         await self._resume(JobStatus.AWAITING_APPROVAL, approval_answer(edit, reject, shown, round))
 
     async def _resume(self, waiting: JobStatus, answer: Any) -> None:
@@ -200,7 +201,7 @@ class AsyncClient:
     async def _write(self, info: GraphInfo, submission: _Submission) -> AsyncJob:
         """Record a checked submission and enqueue it (the first write of a submit)."""
         with telemetry.submit_span(info.name) as span:
-            record = JobRecord(id=new_job_id(), graph=info.name, graph_version=info.version, input=submission.input,
+            record = JobRecord(job_id=new_job_id(), graph=info.name, graph_version=info.version, input=submission.input,
                                metadata=submission.metadata, config=submission.config,
                                idempotency_key=submission.key,
                                trace_id=telemetry.current_trace_id(), trace_context=telemetry.carrier())  # fmt: skip

@@ -18,8 +18,9 @@ from slmflow.connect import open_endpoints
 from slmflow.errors import IdempotencyConflict, InvalidInput, JobNotFound, UsageError
 from slmflow.events import EventSink
 from slmflow.graphs import GraphSpec
-from slmflow.jobs import NO_RESUME, JobResult, JobStatus, run_job, validate_input
+from slmflow.jobs import NO_RESUME, run_job, validate_input
 from slmflow.local_jobs import LocalJobs, local_checkpoint_url
+from slmflow.outcomes import JobResult, JobStatus
 from slmflow.project import find_project
 from slmflow.settings import Settings
 

@@ -82,9 +82,9 @@ class CascadeHooks(Protocol):
 
     async def keep_review(
         self, skill: Skill, values: Mapping[str, Any], answer: Any, tools: ToolRegistry | None, *, job_id: str,
-        step: str,
+        step: str, meta: Mapping[str, Any] | None = None,
     ) -> None:  # fmt: skip
-        """Keep a reviewer's accepted answer; never raises."""
+        """Keep a reviewer's accepted answer (or the tool calls a person approved); never raises."""
         ...
 
     async def compare_shadow(

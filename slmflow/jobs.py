@@ -11,94 +11,27 @@ import time
 import uuid
 import weakref
 from collections.abc import Mapping
-from enum import StrEnum
 from typing import Any
 
 from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.graph import StateGraph
 from langgraph.types import Command, StateSnapshot
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from slmflow import telemetry
-from slmflow.answers import Tier
 from slmflow.errors import InvalidInput, SlmflowError, UsageError
-from slmflow.events import Event, EventSink
+from slmflow.events import Event, EventSink, JobFinished, JobStarted
 from slmflow.graphs import GraphSpec, JobContext, MemoryMemo, StepMemo
 from slmflow.models import Endpoints
-from slmflow.nodes import APPROVAL, ASKED
+from slmflow.nodes import APPROVAL
+from slmflow.outcomes import Approval, JobFailure, JobResult, JobStatus, JobUsage, Review, unanswered
 from slmflow.redaction import excerpt
-from slmflow.results import Escalation, SkillResult, Usage
+from slmflow.results import SkillResult
 from slmflow.tools import InProcessExecutor, ToolExecutor
 from slmflow.validation import json_object, validate
 
-__all__ = [
-    "NO_RESUME", "RESERVED_CONFIG", "JobResult", "JobStatus", "JobUsage", "approval_answer", "approval_message",
-    "job_config", "run_job", "validate_input",
-]  # fmt: skip
-
-
-class JobStatus(StrEnum):
-    """Where a job is in its life."""
-
-    QUEUED = "queued"
-    RUNNING = "running"
-    SUCCEEDED = "succeeded"
-    FAILED = "failed"
-    NEEDS_REVIEW = "needs_review"
-    AWAITING_APPROVAL = "awaiting_approval"
-    CANCELLED = "cancelled"
-
-
-class JobUsage(BaseModel):
-    """A job's calls and tokens per tier, its escalations, and its cost against an all-LLM run."""
-
-    calls: dict[str, int] = Field(default_factory=lambda: {"slm": 0, "llm": 0})
-    tokens: dict[str, dict[str, int]] = Field(default_factory=dict)
-    escalations: list[dict[str, Any]] = Field(default_factory=list)
-    cost: dict[str, float] = Field(default_factory=lambda: {"actual": 0.0, "all_llm": 0.0})
-    latency_s: float = 0.0
-
-    @classmethod
-    def of(cls, results: list[SkillResult], latency_s: float) -> JobUsage:
-        """Usage summed over a job's skill runs."""
-        usage, escalations = Usage(), list[Escalation]()
-        for result in results:
-            usage.merge(result.usage)
-            escalations.extend(result.escalations)
-        return cls(
-            calls={tier: usage.tiers[tier].calls if tier in usage.tiers else 0 for tier in (Tier.SLM, Tier.LLM)},
-            tokens={str(tier): {"input": t.input_tokens, "output": t.output_tokens} for tier, t in usage.tiers.items()},
-            escalations=[
-                {
-                    "step": e.step,
-                    "skill": e.skill,
-                    "reason": str(e.reason),
-                    "detail": e.detail,
-                    "to": e.to,
-                }
-                for e in escalations
-            ],
-            cost={"actual": round(usage.cost, 8), "all_llm": round(usage.all_llm_cost, 8)},
-            latency_s=round(latency_s, 3),
-        )
-
-
-class JobResult(BaseModel):
-    """What a finished (or paused) job produced."""
-
-    job_id: str
-    graph: str
-    status: JobStatus
-    output: dict[str, Any] | None = None
-    error: dict[str, Any] | None = None
-    review: dict[str, Any] | None = None
-    """For `needs_review`: the step waiting for a human, why no tier could answer it, and what the
-    model last answered."""
-    approval: dict[str, Any] | None = None
-    """For `awaiting_approval`: the step, the proposed calls (`calls`), who proposed them and how sure."""
-    usage: JobUsage = Field(default_factory=JobUsage)
-    trace_id: str | None = None
+__all__ = ["NO_RESUME", "RESERVED_CONFIG", "approval_answer", "job_config", "run_job", "validate_input"]
 
 
 def approval_answer(
@@ -126,14 +59,6 @@ def _decision(
     if edit is not None:
         return {"edit": edit}
     return {"approve": True} if shown is None else {"approve": True, "calls": shown}
-
-
-def approval_message(job_id: str, approval: Mapping[str, Any] | None) -> str:
-    """What a job paused for approval waits for, and how to decide."""
-    approval = approval or {}
-    calls = ", ".join(f"{c.get('name')}({excerpt(str(c.get('arguments')), 120)})" for c in approval.get("calls", []))
-    return (f"job {job_id} waits for approval at step {approval.get('step')!r} of: {calls or 'no call'}; decide with "
-            f"Job.approve() or `slmflow approve {job_id}` (--edit FILE, --reject WHY)")  # fmt: skip
 
 
 def validate_input(spec: GraphSpec, data: Mapping[str, Any]) -> BaseModel:
@@ -246,18 +171,18 @@ async def _invoke(
 ) -> JobResult:
     job_id = context.job_id
     started = time.perf_counter()
-    await context.publish(Event(kind="job_started", data={"job_id": job_id, "graph": spec.name, "resumed": resumed}))
+    await context.publish(Event(kind="job_started", data=JobStarted(job_id=job_id, graph=spec.name, resumed=resumed)))
     try:
         # durability "sync": every step's checkpoint is written before the next step starts.
         await graph.ainvoke(payload, config, context=context, durability="sync")
     except UsageError:
         raise
     except SlmflowError as exc:
-        result = JobResult(job_id=job_id, graph=spec.name, status=JobStatus.FAILED, error=exc.to_dict())
-        await context.publish(Event(kind="job_finished", data={"status": result.status}))
+        result = JobResult(job_id=job_id, graph=spec.name, status=JobStatus.FAILED, error=JobFailure.of(exc))
+        await context.publish(Event(kind="job_finished", data=JobFinished(status=result.status)))
         return result
     result = _result(spec, job_id, await graph.aget_state(config), time.perf_counter() - started)
-    await context.publish(Event(kind="job_finished", data={"status": result.status}))
+    await context.publish(Event(kind="job_finished", data=JobFinished(status=result.status)))
     telemetry.record_job(spec.name, result.status, time.perf_counter() - started)
     return result
 
@@ -271,51 +196,19 @@ def _compiled(builder: StateGraph[Any, Any, Any, Any], checkpointer: BaseCheckpo
 def _result(spec: GraphSpec, job_id: str, state: StateSnapshot, latency_s: float) -> JobResult:
     values: dict[str, Any] = dict(state.values)
     results = [SkillResult.model_validate(r) for r in values.get("skill_results", [])]
-    review = approval = None
-    output = None
-    if state.interrupts and state.interrupts[0].value.get("reason") == APPROVAL:
-        paused = state.interrupts[0].value
-        approval = {k: v for k, v in paused.items() if k not in ("reason", "result")}
-        approval.setdefault("review_errors", [])
-        if "result" in paused:  # the proposing run's calls and tokens count in the job's usage
-            results.append(SkillResult.model_validate(paused["result"]))
+    review: Review | None = None
+    approval = output = None
+    paused: dict[str, Any] = state.interrupts[0].value if state.interrupts else {}
+    if "result" in paused:  # the paused run's calls and tokens count in the job's usage
+        results.append(SkillResult.model_validate(paused["result"]))
+    if paused.get("reason") == APPROVAL:
+        approval = Approval.model_validate(paused)
         status = JobStatus.AWAITING_APPROVAL
-    elif state.interrupts:
-        review = state.interrupts[0].value
-        if "result" in review:
-            results.append(SkillResult.model_validate(review["result"]))
+    elif paused:
+        review = unanswered(paused) if "result" in paused else TypeAdapter(Review).validate_python(paused)
         status = JobStatus.NEEDS_REVIEW
     else:
         status = JobStatus.SUCCEEDED
         output = spec.output.model_validate(values["output"]).model_dump(mode="json")
-    return JobResult(
-        job_id=job_id,
-        graph=spec.name,
-        status=status,
-        output=output,
-        review=_review_summary(review),
-        approval=approval,
-        usage=JobUsage.of(results, latency_s),
-    )
-
-
-def _review_summary(review: dict[str, Any] | None) -> dict[str, Any] | None:
-    if review is None:
-        return None
-    if review.get("reason") == ASKED:  # a code node asked a person (`ask_human`)
-        return {key: review.get(key) for key in ("step", "reason", "question", "details")} | {
-            "review_errors": review.get("review_errors", [])
-        }
-    if review.get("reason") == "outcome_unknown":  # a tool call that may or may not have run
-        return {key: review.get(key) for key in ("step", "skill", "reason", "tool", "key", "arguments", "message")} | {
-            "review_errors": review.get("review_errors", [])
-        }
-    attempts = review["result"].get("attempts", [])
-    return {
-        "step": review["step"],
-        "skill": review["skill"],
-        "reasons": [a.get("reason") for a in attempts if not a.get("ok")],
-        "last_errors": attempts[-1].get("errors", []) if attempts else [],
-        "last_output": attempts[-1].get("output") if attempts else None,
-        "review_errors": review.get("review_errors", []),
-    }
+    return JobResult(job_id=job_id, graph=spec.name, status=status, output=output, review=review, approval=approval,
+                     usage=JobUsage.of(results, latency_s))  # fmt: skip

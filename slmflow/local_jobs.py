@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from slmflow.errors import UsageError
-from slmflow.jobs import JobResult, JobStatus
+from slmflow.outcomes import JobResult, JobStatus
 from slmflow.settings import Settings
 
 __all__ = ["LocalJob", "LocalJobs", "SqliteMemo", "local_checkpoint_url"]

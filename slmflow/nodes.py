@@ -24,7 +24,7 @@ from langgraph.types import Command, interrupt
 from slmflow.answers import Tier
 from slmflow.cascade import run_skill
 from slmflow.errors import StepFailed, ToolError, ToolOutcomeUnknown, UsageError
-from slmflow.events import Event
+from slmflow.events import Event, StepFinished, StepStarted
 from slmflow.graphs import JobContext
 from slmflow.narrowing import Narrowed, narrow
 from slmflow.results import Escalation, EscalationReason
@@ -214,8 +214,20 @@ class _Step:
         answer = kept_form([ToolCall(c["name"], c["arguments"], r) for c, r in zip(calls, results, strict=True)])
         done = {**recorded, "status": "ok", "answer": answer, "approval": "edited" if edited else "approved"}
         await self.context.memo.remember(memo_key, done)
+        await self._keep_approved(done)
         await self.finished(done)
         return done
+
+    async def _keep_approved(self, done: dict[str, Any]) -> None:
+        """A person vouched for these calls (as proposed, or edited): keep them as training data,
+        once (after the memo: a replay returns before this), under the narrowing they were judged by."""
+        learning = self.context.endpoints.learning
+        if learning is None or not learning.record:
+            return
+        meta = {"approval": done["approval"], "proposed_by": done.get("tier"),
+                **({"narrowed": done["narrowed"]} if done.get("narrowed") else {})}  # fmt: skip
+        await learning.keep_review(self.narrowed.skill, self.values, done["answer"], self.narrowed.tools,
+                                   job_id=self.context.job_id, step=self.name, meta=meta)  # fmt: skip
 
     async def _run_settled(self, feedback: list[tuple[Any, list[str]]], round_: int) -> dict[str, Any]:
         """Run the step; a tool call whose outcome is unknown pauses it until a reviewer settles it."""
@@ -246,7 +258,7 @@ class _Step:
         if learning is not None and learning.record:
             await learning.keep_review(skill, self.values, answer, context.tools, job_id=context.job_id, step=self.name)
         await context.publish(Event(kind="step_finished", step=self.name, skill=skill.name,
-                                    data={"status": "ok", "tier": "human", "run": self.run}))  # fmt: skip
+                                    data=StepFinished(status="ok", tier="human", run=self.run)))  # fmt: skip
         return answer
 
     def _review_errors(self, skill: Skill, answer: Any, tools: ToolRegistry | None) -> list[str]:
@@ -283,10 +295,10 @@ class _Step:
     async def finished(self, recorded: dict[str, Any]) -> None:
         """The step's `step_finished` event for an ending decided here: `ok` once approved (with
         `approval`), `failed` (the job fails) or `routed` (on to node `to`)."""
-        await self.context.publish(Event(kind="step_finished", step=self.name, skill=self.skill.name, data={
-            "status": recorded["status"], "tier": recorded.get("tier"), "run": self.run, "attempts": 0,
-            **{key: recorded[key] for key in ("approval", "to") if key in recorded},
-        }))  # fmt: skip
+        await self.context.publish(Event(kind="step_finished", step=self.name, skill=self.skill.name,
+                                         data=StepFinished(status=recorded["status"], tier=recorded.get("tier"),
+                                                           run=self.run, approval=recorded.get("approval"),
+                                                           to=recorded.get("to"))))  # fmt: skip
 
 
 async def _settle_unknown(context: JobContext, step: str, skill: str | None, exc: ToolOutcomeUnknown) -> None:
@@ -466,19 +478,18 @@ async def _run_step(
     feedback: Sequence[tuple[Any, list[str]]] = (),
     round_: int = 0,
 ) -> dict[str, Any]:
-    await context.publish(Event(kind="step_started", step=step, skill=skill.name, data={"run": run}))
+    await context.publish(Event(kind="step_started", step=step, skill=skill.name, data=StepStarted(run=run)))
     result = await run_skill(
         skill, values, context.endpoints, tools=context.tools, executor=context.executor,
         job_id=context.job_id, step=step, run=run, config=context.config, feedback=feedback, round=round_,
     )  # fmt: skip
     for escalation in result.escalations:
-        await context.publish(Event(kind="skill_escalated", step=step, skill=skill.name,
-                                    data=escalation.model_dump(mode="json")))  # fmt: skip
+        await context.publish(Event(kind="skill_escalated", step=step, skill=skill.name, data=escalation))
     last = result.attempts[-1] if result.attempts else None
-    await context.publish(Event(kind="step_finished", step=step, skill=skill.name, data={
-        "status": result.status, "tier": result.tier, "attempts": len(result.attempts), "run": run,
-        "confidence": result.confidence if result.ok else (last.confidence if last else None),
-        "input_tokens": sum(a.input_tokens for a in result.attempts),
-        "output_tokens": sum(a.output_tokens for a in result.attempts),
-    }))  # fmt: skip
+    await context.publish(Event(kind="step_finished", step=step, skill=skill.name, data=StepFinished(
+        status=result.status, tier=result.tier, attempts=len(result.attempts), run=run,
+        confidence=result.confidence if result.ok else (last.confidence if last else None),
+        input_tokens=sum(a.input_tokens for a in result.attempts),
+        output_tokens=sum(a.output_tokens for a in result.attempts),
+    )))  # fmt: skip
     return {**result.model_dump(mode="json"), "step": step}

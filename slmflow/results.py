@@ -5,7 +5,7 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, computed_field, field_serializer
 
 from slmflow.answers import Tier
 
@@ -66,6 +66,10 @@ class TierUsage(BaseModel):
     latency_s: float = 0.0
     cost: float = 0.0
 
+    @field_serializer("latency_s", "cost")
+    def _rounded(self, value: float) -> float:
+        return round(value, 8)
+
 
 class Usage(BaseModel):
     """Usage by tier, plus what the same work would have cost on the LLM alone."""
@@ -73,10 +77,20 @@ class Usage(BaseModel):
     tiers: dict[Tier, TierUsage] = Field(default_factory=dict)
     all_llm_cost: float = 0.0
 
+    @computed_field  # type: ignore[prop-decorator]
     @property
     def cost(self) -> float:
         """Estimated cost of what actually ran."""
-        return sum(t.cost for t in self.tiers.values())
+        return round(sum(t.cost for t in self.tiers.values()), 8)
+
+    def calls(self, tier: Tier) -> int:
+        """Model calls made on `tier` (0 when none)."""
+        return self.tiers[tier].calls if tier in self.tiers else 0
+
+    def tokens(self, tier: Tier) -> tuple[int, int]:
+        """Input and output tokens spent on `tier`."""
+        usage = self.tiers.get(tier, TierUsage())
+        return usage.input_tokens, usage.output_tokens
 
     def add_attempt(self, attempt: Attempt, cost: float) -> None:
         """Count one model call."""

@@ -29,7 +29,7 @@ from slmflow.errors import (
     UnknownTool,
     UsageError,
 )
-from slmflow.events import Event
+from slmflow.events import Event, ToolCalled
 from slmflow.redaction import excerpt
 
 __all__ = [
@@ -298,7 +298,7 @@ class InProcessExecutor:
             finally:
                 telemetry.record_tool(spec.name, time.perf_counter() - started, error)
                 if self.emit is not None:
-                    data = {"tool": spec.name, "key": context.key, "ok": error is None}
+                    data = ToolCalled(tool=spec.name, key=context.key, ok=error is None)
                     await self.emit(Event(kind="tool_called", step=context.step, data=data))
 
     async def _run(self, spec: ToolSpec, arguments: dict[str, Any], context: ToolContext) -> Any:

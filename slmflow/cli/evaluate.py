@@ -129,8 +129,13 @@ def _table(reports: list[ModelReport], slice_field: str | None) -> None:
         ),
         ("escalation rate", lambda r: f"{r.escalation_rate:.1%}"),
         ("escalation reasons", lambda r: ", ".join(f"{k} {v}" for k, v in r.reasons.items()) or "-"),
-        ("calls", lambda r: ", ".join(f"{k} {v}" for k, v in sorted(r.calls.items()))),
-        ("tokens", lambda r: ", ".join(f"{k} {v}" for k, v in sorted(r.tokens.items()))),
+        ("calls", lambda r: ", ".join(f"{t} {u.calls}" for t, u in sorted(r.usage.tiers.items()))),
+        (
+            "tokens",
+            lambda r: ", ".join(
+                f"{t} {u.input_tokens} in, {u.output_tokens} out" for t, u in sorted(r.usage.tiers.items())
+            ),
+        ),
         ("latency p50 / p95", lambda r: f"{r.latency_p50_s:.2f}s / {r.latency_p95_s:.2f}s"),
         ("cost per 100", lambda r: f"{r.cost_per_100:.4f}"),
         ("all-LLM cost per 100", lambda r: f"{r.all_llm_cost_per_100:.4f}"),

@@ -11,15 +11,16 @@ import typer
 from rich.markup import escape
 from rich.table import Column, Table
 
+from slmflow.answers import Tier
 from slmflow.cli.output import console, err_console, exit_code, print_json, print_outcome
 from slmflow.cli.run import run_embedded
 from slmflow.client import Client, Job
 from slmflow.embedded import read_input
 from slmflow.errors import InvalidInput, JobAwaitingApproval, JobError, JobNotFound
 from slmflow.events import Event
-from slmflow.fleet.records import TERMINAL, JobRecord
-from slmflow.jobs import JobStatus, approval_answer
+from slmflow.jobs import approval_answer
 from slmflow.local_jobs import LocalJobs
+from slmflow.outcomes import TERMINAL, JobRecord, JobStatus
 from slmflow.settings import load_settings
 
 __all__ = ["approve", "cancel", "events", "list_jobs", "result", "review", "status", "submit"]
@@ -109,10 +110,9 @@ def list_jobs(
         return
     table = Table(Column("job", no_wrap=True), "graph", Column("status", no_wrap=True), "created", "took", "calls")
     for record in records:
-        calls = record.usage.calls
         created = f"{record.created_at:%m-%d %H:%M:%S}"
-        counts = f"slm {calls.get('slm', 0)}, llm {calls.get('llm', 0)}"
-        table.add_row(record.id, record.graph, _status_text(record.status), created, _took(record), counts)
+        counts = f"slm {record.usage.calls(Tier.SLM)}, llm {record.usage.calls(Tier.LLM)}"
+        table.add_row(record.job_id, record.graph, _status_text(record.status), created, _took(record), counts)
     console.print(table)
 
 
@@ -154,7 +154,8 @@ def approve(
     settings = load_settings()
     kept = LocalJobs.of(settings).get(job_id)
     if kept is not None:
-        shown = (kept.result.approval or {}).get("calls") if kept.result is not None else None
+        paused = kept.result.approval if kept.result is not None else None
+        shown = paused.shown() if paused is not None else None
         answer = approval_answer(calls, reject, shown, round)
         run_embedded(settings, job_id, json_output, job_id=job_id, resume=answer, waiting=JobStatus.AWAITING_APPROVAL)
     with Client() as client:
@@ -186,8 +187,7 @@ def _print_record(record: JobRecord, json_output: bool) -> None:
     if json_output:
         print_json(record.model_dump(mode="json"))
         return
-    print_outcome(record.id, record.graph, record.status, record.output, record.review, record.error, record.usage,
-                  record.approval)  # fmt: skip
+    print_outcome(record)
 
 
 def _status_text(state: JobStatus) -> str:
@@ -202,7 +202,8 @@ def _took(record: JobRecord) -> str:
 
 def _event_line(event: Event) -> str:
     """`id  time  kind  step  key=value ...` (scalar data only, each value cut short)."""
-    shown = " ".join(f"{k}={_short(v)}" for k, v in event.data.items() if isinstance(v, str | int | float | bool))
+    data = event.data.model_dump(mode="json", exclude_none=True)
+    shown = " ".join(f"{k}={_short(v)}" for k, v in data.items() if isinstance(v, str | int | float | bool))
     when = f"{event.at:%H:%M:%S.%f}"[:-3]
     return escape(f"{event.id}  {when}  {event.kind:<15} {event.step or '-':<20} {shown}".rstrip())
 

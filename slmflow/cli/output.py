@@ -8,8 +8,10 @@ from typing import Any
 from rich.console import Console
 from rich.markup import escape
 
-from slmflow.events import Event
-from slmflow.jobs import JobStatus, JobUsage
+from slmflow.answers import Tier
+from slmflow.events import Event, StepFinished
+from slmflow.outcomes import AskedReview, JobResult, JobStatus, OutcomeUnknownReview, Review
+from slmflow.results import Escalation
 
 __all__ = ["EXIT_CODES", "console", "err_console", "exit_code", "print_json", "print_outcome", "render_event"]
 
@@ -25,24 +27,22 @@ def print_json(data: Any) -> None:
 def render_event(event: Event) -> str | None:
     """One progress line for an event, or None for events not worth a line."""
     data = event.data
-    if event.kind == "step_finished":
-        status = data.get("status")
-        if status == "ok" and data.get("approval"):
-            return f"[green]✓[/] {event.step} [dim]({data['approval']}: its call(s) ran)[/]"
-        if status == "ok":
-            conf = data.get("confidence")
-            shown = f" confidence {conf:.2f}" if conf is not None else ""
-            return f"[green]✓[/] {event.step} [dim]({data.get('tier')}, {data.get('attempts')} call(s){shown})[/]"
-        if status == "proposed":
+    if isinstance(data, StepFinished):
+        if data.status == "ok" and data.approval:
+            return f"[green]✓[/] {event.step} [dim]({data.approval}: its call(s) ran)[/]"
+        if data.status == "ok":
+            shown = f" confidence {data.confidence:.2f}" if data.confidence is not None else ""
+            return f"[green]✓[/] {event.step} [dim]({data.tier}, {data.attempts} call(s){shown})[/]"
+        if data.status == "proposed":
             return f"[cyan]⏸[/] {event.step} [dim]proposes its tool call(s): they wait for approval[/]"
-        if status == "routed":
-            return f"[yellow]↪[/] {event.step} [dim]failed: the job goes on at {data.get('to')}[/]"
-        if status == "failed":
+        if data.status == "routed":
+            return f"[yellow]↪[/] {event.step} [dim]failed: the job goes on at {data.to}[/]"
+        if data.status == "failed":
             return f"[red]✗[/] {event.step} [dim]failed: the job fails[/]"
-        return f"[yellow]✗[/] {event.step} [dim]no tier could answer after {data.get('attempts')} call(s)[/]"
-    if event.kind == "skill_escalated":
-        detail = escape(str(data.get("detail", ""))[:160])
-        return f"  [yellow]↑[/] {event.step}: {data.get('reason')} → {data.get('to')}: [dim]{detail}[/]"
+        return f"[yellow]✗[/] {event.step} [dim]no tier could answer after {data.attempts} call(s)[/]"
+    if isinstance(data, Escalation):
+        detail = escape(data.detail[:160])
+        return f"  [yellow]↑[/] {event.step}: {data.reason} → {data.to}: [dim]{detail}[/]"
     return None
 
 
@@ -55,49 +55,47 @@ def exit_code(status: JobStatus) -> int:
     return EXIT_CODES.get(status, 1)
 
 
-def print_outcome(
-    job_id: str,
-    graph: str,
-    status: JobStatus,
-    output: dict[str, Any] | None,
-    review: dict[str, Any] | None,
-    error: dict[str, Any] | None,
-    usage: JobUsage,
-    approval: dict[str, Any] | None = None,
-) -> None:
+def print_outcome(result: JobResult) -> None:
     """A job's outcome for people: status, output, why it waits or failed, calls and cost."""
+    job_id, status = result.job_id, result.status
     colour = {"succeeded": "green", "needs_review": "yellow", "awaiting_approval": "yellow", "running": "cyan",
               "queued": "cyan"}.get(status, "red")  # fmt: skip
-    console.print(f"job {job_id} ({graph}): [bold {colour}]{status.value}[/]")
-    if output:
-        console.print_json(data=output)
-    if review and review.get("reason") == "asked":  # a code node's question (ask_human)
-        console.print(f"waiting for an answer at step {review.get('step')}: {escape(str(review.get('question')))}")
-        if review.get("details"):
-            console.print(f"  {escape(json.dumps(review['details'])[:300])}")
-        console.print(f"  answer it: slmflow review {job_id} --answer FILE")
-    elif review:
-        reasons = ", ".join(map(str, review.get("reasons", [])))
-        console.print(f"waiting for review at step {review.get('step')}: {escape(reasons)}")
-        if review.get("last_output") is not None:
-            console.print(f"  the model last answered: {escape(json.dumps(review['last_output'])[:300])}")
-        for problem in review.get("review_errors", []):
-            console.print(f"  last review answer refused: {escape(str(problem))}")
-        console.print(f"  answer it: slmflow review {job_id} --answer FILE")
-    if approval:
-        console.print(f"waiting for approval at step {approval.get('step')}, round {approval.get('round')} "
-                      f"(proposed by {approval.get('tier')}):")  # fmt: skip
-        for call in approval.get("calls", []):
-            console.print(f"  {escape(str(call.get('name')))}({escape(json.dumps(call.get('arguments')))})")
-        for problem in approval.get("review_errors", []):
-            console.print(f"  last decision refused: {escape(str(problem))}")
-        console.print(
-            f"  decide: slmflow approve {job_id} --round {approval.get('round')} [--edit FILE | --reject WHY]"
-        )
-    if error:
-        console.print(f"[red]{escape(str(error.get('type')))}: {escape(str(error.get('message')))}[/]")
+    console.print(f"job {job_id} ({result.graph}): [bold {colour}]{status.value}[/]")
+    if result.output:
+        console.print_json(data=result.output)
+    if result.review is not None:
+        _print_review(job_id, result.review)
+    if (approval := result.approval) is not None:
+        console.print(f"waiting for approval at step {approval.step}, round {approval.round} "
+                      f"(proposed by {approval.tier}):")  # fmt: skip
+        for call in approval.calls:
+            console.print(f"  {escape(call.name)}({escape(json.dumps(call.arguments))})")
+        for problem in approval.review_errors:
+            console.print(f"  last decision refused: {escape(problem)}")
+        console.print(f"  decide: slmflow approve {job_id} --round {approval.round} [--edit FILE | --reject WHY]")
+    if result.error is not None:
+        console.print(f"[red]{escape(result.error.type)}: {escape(result.error.message)}[/]")
+    usage = result.usage
     console.print(
-        f"calls slm={usage.calls.get('slm', 0)} llm={usage.calls.get('llm', 0)}  "
-        f"cost {usage.cost.get('actual', 0.0):.6f} (all-LLM {usage.cost.get('all_llm', 0.0):.6f})  "
-        f"{usage.latency_s:.1f}s"
+        f"calls slm={usage.calls(Tier.SLM)} llm={usage.calls(Tier.LLM)}  "
+        f"cost {usage.cost:.6f} (all-LLM {usage.all_llm_cost:.6f})  {usage.latency_s:.1f}s"
     )
+
+
+def _print_review(job_id: str, review: Review) -> None:
+    if isinstance(review, AskedReview):  # a code node's question (ask_human)
+        console.print(f"waiting for an answer at step {review.step}: {escape(review.question)}")
+        if review.details:
+            console.print(f"  {escape(json.dumps(review.details)[:300])}")
+    elif isinstance(review, OutcomeUnknownReview):
+        console.print(f"waiting for a person to settle a tool call at step {review.step}: {escape(review.message)}")
+        console.print(f"  {escape(str(review.tool))}({escape(json.dumps(review.arguments))}) key {review.key}; "
+                      'answer {"result": ...} if it ran, {"retry": true} if it did not')  # fmt: skip
+    else:
+        console.print(f"waiting for review at step {review.step}: {escape(', '.join(review.reasons))}")
+        if review.last_output is not None:
+            said = review.last_output if isinstance(review.last_output, str) else json.dumps(review.last_output)
+            console.print(f"  the model last answered: {escape(said[:300])}")
+    for problem in review.review_errors:
+        console.print(f"  last review answer refused: {escape(problem)}")
+    console.print(f"  answer it: slmflow review {job_id} --answer FILE")

@@ -12,7 +12,8 @@ from slmflow.cli.output import err_console, exit_code, print_json, print_outcome
 from slmflow.embedded import load_graph, read_input, run_local
 from slmflow.errors import InvalidInput
 from slmflow.events import Event
-from slmflow.jobs import NO_RESUME, JobResult, JobStatus
+from slmflow.jobs import NO_RESUME
+from slmflow.outcomes import JobStatus
 from slmflow.settings import Settings, load_settings
 from slmflow.telemetry import setup_metrics, setup_tracing
 
@@ -65,33 +66,7 @@ def run_embedded(settings: Settings, label: str, json_output: bool, *, resume: A
 
         result = asyncio.run(run_local(settings, resume=resume, waiting=waiting, emit=show, progress=progress, **job))
     if json_output:
-        print_json(_json(result))
+        print_json(result.model_dump(mode="json"))
     else:
-        _print(result)
+        print_outcome(result)
     raise typer.Exit(exit_code(result.status))
-
-
-def _json(result: JobResult) -> dict[str, object]:
-    usage = result.usage
-    return {
-        "job_id": result.job_id,
-        "graph": result.graph,
-        "status": result.status.value,
-        "output": result.output,
-        "review": result.review,
-        "approval": result.approval,
-        "error": result.error,
-        "usage": {
-            "calls": usage.calls,
-            "tokens": usage.tokens,
-            "escalations": [{k: e[k] for k in ("step", "skill", "reason", "detail")} for e in usage.escalations],
-            "cost": usage.cost,
-            "latency_s": usage.latency_s,
-        },
-        "trace_id": result.trace_id,
-    }
-
-
-def _print(result: JobResult) -> None:
-    print_outcome(result.job_id, result.graph, result.status, result.output, result.review, result.error, result.usage,
-                  result.approval)  # fmt: skip

@@ -28,10 +28,10 @@ def trace(
         steps = summarize_steps(list(job.events(follow=False)))
     url = settings.trace_url.format(trace_id=record.trace_id) if settings.trace_url and record.trace_id else None
     if json_output:
-        summary = {"job_id": record.id, "graph": record.graph, "status": record.status.value}
+        summary = {"job_id": record.job_id, "graph": record.graph, "status": record.status.value}
         print_json({**summary, "trace_id": record.trace_id, "trace_url": url, "steps": [s.model_dump() for s in steps]})
         return
-    tree = Tree(f"job {record.id} ({record.graph}) [bold]{record.status.value}[/]  trace {record.trace_id or '-'}")
+    tree = Tree(f"job {record.job_id} ({record.graph}) [bold]{record.status.value}[/]  trace {record.trace_id or '-'}")
     for step in steps:
         timing = f"{step.seconds:.2f}s" if step.seconds is not None else "…"
         confidence = f" conf {step.confidence:.2f}" if step.confidence is not None else ""

@@ -16,7 +16,7 @@ from celery import Celery
 
 from slmflow import telemetry
 from slmflow.errors import SlmflowError, ToolError, ToolFailed, ToolOutcomeUnknown, ToolTimeout, UsageError
-from slmflow.events import Event
+from slmflow.events import Event, ToolCalled
 from slmflow.fleet.calls import JobCalls
 from slmflow.fleet.queues import TOOL_GRACE_S, publish_tool, tool_queue
 from slmflow.fleet.store import LeaseLost, current_lease
@@ -55,9 +55,9 @@ class CeleryToolExecutor:
                              "it did not run: a key must name one call", tool=spec.name, key=context.key)  # fmt: skip
         if outcome is None:
             outcome = await self._dispatch(spec, arguments, context, state, trace)
-        await self.emit(Event(kind="tool_called", step=context.step, data={
-            "tool": spec.name, "key": context.key, "ok": outcome["ok"], "worker": outcome.get("worker"),
-        }))  # fmt: skip
+        await self.emit(Event(kind="tool_called", step=context.step, data=ToolCalled(
+            tool=spec.name, key=context.key, ok=outcome["ok"], worker=outcome.get("worker"),
+        )))  # fmt: skip
         if outcome["ok"]:
             return outcome["result"]
         error = SlmflowError.from_dict(outcome["error"])

@@ -31,16 +31,16 @@ from langgraph.checkpoint.base import BaseCheckpointSaver
 from slmflow.checkpoints import open_checkpointer
 from slmflow.connect import open_endpoints
 from slmflow.errors import InvalidInput, JobFailed, StoreUnavailable
-from slmflow.events import Event
+from slmflow.events import Event, JobFinished, JobStarted
 from slmflow.fleet.calls import JobCalls
 from slmflow.fleet.executor import CeleryToolExecutor
 from slmflow.fleet.fencing import fenced, on_checkpoint, open_fenced_postgres
 from slmflow.fleet.queues import publish_job
 from slmflow.fleet.reconciler import Reconciler
-from slmflow.fleet.records import JobRecord
 from slmflow.fleet.store import CancelSignal, Heartbeat, JobStore, LeaseLost, current_lease
 from slmflow.graphs import GraphSpec
-from slmflow.jobs import NO_RESUME, JobResult, JobStatus, run_job
+from slmflow.jobs import NO_RESUME, run_job
+from slmflow.outcomes import JobFailure, JobRecord, JobResult, JobStatus
 from slmflow.project import find_project
 from slmflow.settings import Settings
 from slmflow.telemetry import setup_metrics, setup_tracing
@@ -212,9 +212,9 @@ class JobsRuntime:
             error = JobFailed(
                 f"dead-lettered: {stalls - 1} runs in a row died without progress "
                 f"(SLMFLOW_MAX_JOB_ATTEMPTS={settings.max_job_attempts})",
-                job_id=record.id,
+                job_id=record.job_id,
             )
-            await self._finish(record, token, JobStatus.FAILED, error=error.to_dict())
+            await self._finish(record, token, JobStatus.FAILED, error=JobFailure.of(error))
             return
         await self.checkpointer.claim(job_id, token)
         if resume is NO_RESUME and record.review_answer is not None:
@@ -222,7 +222,7 @@ class JobsRuntime:
         record.status, record.started_at = JobStatus.RUNNING, record.started_at or _now()
         await store.fenced_put(record, token)
         try:
-            async with self._holding(record.id, held):
+            async with self._holding(record.job_id, held):
                 result = await self._execute(record, token, resume, held)
         except _Ended as ended:
             await self._finish(record, token, ended.status, error=ended.error)
@@ -253,15 +253,15 @@ class JobsRuntime:
             raise LeaseLost(job_id, f"heartbeat: {reason}") from None
         except TimeoutError:
             error = JobFailed(f"the job ran past SLMFLOW_JOB_TIMEOUT_S={self.settings.job_timeout_s:g}s", job_id=job_id)
-            raise _Ended(JobStatus.FAILED, error.to_dict()) from None
+            raise _Ended(JobStatus.FAILED, JobFailure.of(error)) from None
         except InvalidInput as exc:  # the worker's own check of the input (stricter than the SDK's, never laxer)
-            raise _Ended(JobStatus.FAILED, exc.to_dict()) from None
+            raise _Ended(JobStatus.FAILED, JobFailure.of(exc)) from None
         except _PASS_THROUGH:
             raise
         except Exception as exc:  # a bug in a graph or in slmflow: the job must still end, not hang `running`
             log.exception("job %s crashed", job_id)
             error = JobFailed(f"the job crashed: {type(exc).__name__}: {exc}", job_id=job_id)
-            raise _Ended(JobStatus.FAILED, error.to_dict()) from None
+            raise _Ended(JobStatus.FAILED, JobFailure.of(error)) from None
         finally:
             current_lease.reset(lease)
             on_checkpoint.reset(progress)
@@ -274,23 +274,23 @@ class JobsRuntime:
     async def _execute(self, record: JobRecord, token: int, resume: Any, held: _Held) -> JobResult:
         spec = self.graphs.get(record.graph)
         if spec is None:
-            raise _Ended(JobStatus.FAILED, JobFailed(f"this worker does not serve graph {record.graph!r}",
-                                                     job_id=record.id).to_dict())  # fmt: skip
+            raise _Ended(JobStatus.FAILED, JobFailure.of(JobFailed(f"this worker does not serve graph {record.graph!r}",
+                                                                   job_id=record.job_id)))  # fmt: skip
 
         async def emit(event: Event) -> None:
-            if event.kind == "job_started":
-                event = event.model_copy(update={"data": {**event.data, "worker": self.worker}})
-            await self.store.append_event(record.id, event, token)
+            if isinstance(event.data, JobStarted):
+                event = event.model_copy(update={"data": event.data.model_copy(update={"worker": self.worker})})
+            await self.store.append_event(record.job_id, event, token)
 
         return await run_job(
             spec,
             record.input,
             endpoints=self.endpoints,
             checkpointer=self.checkpointer,
-            job_id=record.id,
+            job_id=record.job_id,
             executor=CeleryToolExecutor(self.app, self.calls, self.settings, emit),
             emit=emit,
-            memo=RedisMemo(self.store, record.id),
+            memo=RedisMemo(self.store, record.job_id),
             resume=resume,
             trace_parent=record.trace_context or None,
             config=record.config,
@@ -305,7 +305,8 @@ class JobsRuntime:
         record.finished_at = None if status in (JobStatus.NEEDS_REVIEW, JobStatus.AWAITING_APPROVAL) else _now()
         await self.store.fenced_put(record, token)
         if not emitted:
-            await self.store.append_event(record.id, Event(kind="job_finished", data={"status": status}), token)
+            finished = Event(kind="job_finished", data=JobFinished(status=status))
+            await self.store.append_event(record.job_id, finished, token)
 
     def _heartbeat(self, beat: Heartbeat) -> None:
         """Renew the leases of every job this process runs, one round trip a beat, from its own thread.
@@ -347,7 +348,7 @@ class JobsRuntime:
 
 
 class _Ended(Exception):  # noqa: N818 - a signal: the run decided how the job ends
-    def __init__(self, status: JobStatus, error: dict[str, Any] | None = None) -> None:
+    def __init__(self, status: JobStatus, error: JobFailure | None = None) -> None:
         super().__init__(status)
         self.status, self.error = status, error
 

@@ -27,10 +27,9 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from slmflow.errors import IdempotencyConflict, JobNotFound, StoreUnavailable
-from slmflow.events import Event
+from slmflow.events import Event, Truncated
 from slmflow.fleet import keys, lua
-from slmflow.fleet.records import TERMINAL, JobRecord
-from slmflow.jobs import JobStatus
+from slmflow.outcomes import TERMINAL, JobRecord, JobStatus
 from slmflow.redaction import mask_url
 
 __all__ = [
@@ -150,18 +149,18 @@ class JobStore:
         """
         mark = fingerprint(record.graph, record.input)
         value = await self._create(
-            keys=[keys.idem(idempotency_key or "-"), keys.job(record.id), keys.JOBS, keys.ACTIVE],
-            args=[record.id, record.model_dump_json(), self.ttl, record.created_at.timestamp(), mark,
+            keys=[keys.idem(idempotency_key or "-"), keys.job(record.job_id), keys.JOBS, keys.ACTIVE],
+            args=[record.job_id, record.model_dump_json(), self.ttl, record.created_at.timestamp(), mark,
                   _ms(self.reconcile_after_s), "1" if idempotency_key else "0"],
         )  # fmt: skip
         job_id, _, first_mark = str(value).partition("|")
-        if job_id != record.id and first_mark != mark:
+        if job_id != record.job_id and first_mark != mark:
             raise IdempotencyConflict(
                 f"idempotency key {idempotency_key!r} already names job {job_id} with another graph or input: "
                 "use a new key for a new job, or the same input to get the first job back",
                 job_id=job_id,
             )
-        return job_id, job_id == record.id
+        return job_id, job_id == record.job_id
 
     async def get(self, job_id: str) -> JobRecord:
         """The job's record, or `JobNotFound`."""
@@ -178,21 +177,21 @@ class JobStore:
         A record that ended or paused leaves the active set in the same step.
         """
         done = await self._fenced_put(
-            keys=[keys.lease(record.id), keys.job(record.id), keys.ACTIVE],
-            args=[token, record.status.value, record.model_dump_json(), record.id,
+            keys=[keys.lease(record.job_id), keys.job(record.job_id), keys.ACTIVE],
+            args=[token, record.status.value, record.model_dump_json(), record.job_id,
                   "1" if record.status in SETTLED else "0"],
         )  # fmt: skip
         if done == 0:
-            raise LeaseLost(record.id, "record write")
+            raise LeaseLost(record.job_id, "record write")
         if done == -1:
-            raise CancelSignal(record.id)
+            raise CancelSignal(record.job_id)
 
     async def requeue_for_review(self, record: JobRecord, waiting: JobStatus = JobStatus.NEEDS_REVIEW) -> bool:
         """Store `record` as queued (and active) again if the job is still `waiting` (for a review or
         an approval)."""
         done = await self._requeue(
-            keys=[keys.job(record.id), keys.ACTIVE],
-            args=[waiting.value, record.model_dump_json(), record.id, _ms(self.reconcile_after_s)],
+            keys=[keys.job(record.job_id), keys.ACTIVE],
+            args=[waiting.value, record.model_dump_json(), record.job_id, _ms(self.reconcile_after_s)],
         )
         return bool(done)
 
@@ -236,7 +235,7 @@ class JobStore:
         """
         body = event.model_dump_json()
         if len(body.encode()) > self.max_event_bytes:
-            body = event.model_copy(update={"data": {"truncated": True, "bytes": len(body.encode())}}).model_dump_json()
+            body = event.model_copy(update={"data": Truncated(bytes=len(body.encode()))}).model_dump_json()
         key = keys.events(job_id)
         if token is None:
             await self.redis.xadd(key, {"event": body})

@@ -33,10 +33,11 @@ from slmflow.cascade import run_skill
 from slmflow.checkpoints import open_checkpointer
 from slmflow.errors import InvalidInput
 from slmflow.graphs import GraphSpec
-from slmflow.jobs import JobResult, JobStatus, run_job
+from slmflow.jobs import run_job
 from slmflow.learning.hooks import Learning
 from slmflow.models import Endpoints
-from slmflow.results import EscalationReason
+from slmflow.outcomes import JobResult, JobStatus
+from slmflow.results import EscalationReason, Usage
 from slmflow.skills import Skill
 
 TARGETS = (0.8, 0.9, 0.95)
@@ -62,8 +63,8 @@ class CaseResult(BaseModel):
     slm_correct: bool
     escalated: bool
     reasons: list[str]
-    calls: dict[str, int]
-    tokens: dict[str, int]
+    usage: Usage
+    """Model calls and tokens per tier."""
     latency_s: float
     cost: float
     all_llm_cost: float
@@ -99,8 +100,8 @@ class ModelReport(BaseModel):
     """Kept SLM answers that were wrong: what a precision target is there to bound."""
     escalation_rate: float
     reasons: dict[str, int]
-    calls: dict[str, int]
-    tokens: dict[str, int]
+    usage: Usage
+    """Model calls and tokens per tier, over all cases (what ran: no projection)."""
     latency_p50_s: float
     latency_p95_s: float
     cost_per_100: float
@@ -175,9 +176,7 @@ async def _skill_case(skill: Skill, case: Case, endpoints: Endpoints, spec: Grap
         slm_correct=matches(case.expected, _slm_answer(result)),
         escalated=escalated,
         reasons=[str(e.reason) for e in result.escalations if e.from_tier is Tier.SLM],
-        calls={str(t): u.calls for t, u in usage.tiers.items()},
-        tokens={f"{t}_{k}": v for t, u in usage.tiers.items() for k, v in (("in", u.input_tokens),
-                                                                              ("out", u.output_tokens))},
+        usage=usage,
         latency_s=latency,
         cost=cost,
         all_llm_cost=usage.all_llm_cost,
@@ -191,9 +190,9 @@ def outcome(job: JobResult) -> dict[str, Any]:
     """What a graph case is scored on: the output of a job that succeeded; for one that waits for
     approval (no human answers in an evaluation), the first call it proposes, as
     `{"awaiting_approval": {"tool": name, **arguments}}`."""
-    if job.status == JobStatus.AWAITING_APPROVAL and job.approval and job.approval.get("calls"):
-        call = job.approval["calls"][0]
-        return {"awaiting_approval": {"tool": call["name"], **call["arguments"]}}
+    if job.status == JobStatus.AWAITING_APPROVAL and job.approval and job.approval.calls:
+        call = job.approval.calls[0]
+        return {"awaiting_approval": {"tool": call.name, **call.arguments}}
     return job.output or {}
 
 
@@ -205,19 +204,18 @@ async def _graph_case(spec: GraphSpec, case: Case, endpoints: Endpoints) -> Case
     usage = job.usage
     escalated = bool(usage.escalations)
     projected = 0.0
-    if escalated and not usage.calls.get("llm"):
-        projected = usage.cost.get("all_llm", 0.0) / max(1, len(spec.skills)) * len(usage.escalations)
+    if escalated and not usage.calls(Tier.LLM):
+        projected = usage.all_llm_cost / max(1, len(spec.skills)) * len(usage.escalations)
     right = job.status in (JobStatus.SUCCEEDED, JobStatus.AWAITING_APPROVAL) and matches(case.expected, outcome(job))
     return CaseResult(
         correct=right,
         slm_correct=right and not escalated,
         escalated=escalated,
-        reasons=[str(e["reason"]) for e in usage.escalations],
-        calls=dict(usage.calls),
-        tokens={f"{t}_{k}": v for t, counts in usage.tokens.items() for k, v in counts.items()},
+        reasons=[str(e.reason) for e in usage.escalations],
+        usage=Usage(tiers=usage.tiers, all_llm_cost=usage.all_llm_cost),
         latency_s=latency,
-        cost=usage.cost.get("actual", 0.0) + projected,
-        all_llm_cost=usage.cost.get("all_llm", 0.0),
+        cost=usage.cost + projected,
+        all_llm_cost=usage.all_llm_cost,
         slices=case.slices,
     )
 
@@ -230,12 +228,10 @@ def _percentile(values: list[float], q: float) -> float:
 
 def _report(target: str, model: str, results: list[CaseResult], slice_field: str | None) -> ModelReport:
     n = len(results)
-    calls: Counter[str] = Counter()
-    tokens: Counter[str] = Counter()
+    usage = Usage()
     reasons: Counter[str] = Counter()
     for r in results:
-        calls.update(r.calls)
-        tokens.update(r.tokens)
+        usage.merge(r.usage)
         reasons.update(r.reasons)
     slices: dict[str, dict[str, SliceFigures]] = {}
     if slice_field:
@@ -268,8 +264,7 @@ def _report(target: str, model: str, results: list[CaseResult], slice_field: str
         slm_accuracy=sum(r.slm_correct for r in results) / n,
         escalation_rate=sum(r.escalated for r in results) / n,
         reasons=dict(reasons.most_common()),
-        calls=dict(calls),
-        tokens=dict(tokens),
+        usage=usage,
         latency_p50_s=_percentile(latencies, 50),
         latency_p95_s=_percentile(latencies, 95),
         cost_per_100=100 * sum(r.cost for r in results) / n,

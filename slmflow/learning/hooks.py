@@ -190,8 +190,9 @@ class Learning:
         *,
         job_id: str,
         step: str,
+        meta: Mapping[str, Any] | None = None,
     ) -> None:
-        """Store a reviewer's accepted answer: the best training example there is."""
+        """Store a reviewer's accepted answer (or approved tool calls): the best training example there is."""
         await self.keep(
             RunRecord(
                 skill=skill.name,
@@ -203,6 +204,7 @@ class Learning:
                 messages=self.redacted(render_messages(skill, values, tools)),
                 tools=constraint(skill, "vllm", tools).get("tools"),
                 answer=self.redacted(json.loads(answer_key(answer))),
+                meta=dict(meta or {}),
             )
         )
 

@@ -40,6 +40,7 @@ from typing import Any
 
 import psycopg
 import redis
+from pydantic import BaseModel
 
 from slmflow.testing import Reply, ScriptedServer
 
@@ -959,7 +960,7 @@ class ChaosRun:
         never_ended = [ref for ref in accepted if ref not in records or records[ref].status.value not in SETTLED]
         missing = [ref for ref in accepted if ref not in records]
         unsubmitted = [ref for ref, job_id in self.submitted.items() if not job_id]
-        reviews = [records[ref].review or {} for ref in accepted if ref in records
+        reviews = [_as_dict(records[ref].review) for ref in accepted if ref in records
                    and records[ref].status.value == "needs_review"]  # fmt: skip
         review_reasons = Counter(str(r.get("reason") or (r.get("reasons") or ["?"])[0])[:60] for r in reviews)
         outcome_unknown = sum(1 for r in reviews if r.get("reason") == "outcome_unknown")
@@ -967,8 +968,8 @@ class ChaosRun:
             [r for r in reviews if r.get("reason") == "outcome_unknown"]
         )
         dead_lettered = sum(1 for r in records.values() if r.status.value == "failed"
-                            and "dead-letter" in str((r.error or {}).get("message")))  # fmt: skip
-        failures = Counter(str((r.error or {}).get("message", ""))[:100] for r in records.values()
+                            and "dead-letter" in str(_as_dict(r.error).get("message")))  # fmt: skip
+        failures = Counter(str(_as_dict(r.error).get("message", ""))[:100] for r in records.values()
                            if r.status.value == "failed")  # fmt: skip
 
         stores = self.effects()
@@ -1586,3 +1587,8 @@ def chaos_env(workdir: Path | None = None) -> Iterator[ChaosEnv]:
         yield env
     finally:
         env.close()
+
+
+def _as_dict(value: BaseModel | None) -> dict[str, Any]:
+    """A record's typed review or error as plain JSON (empty when there is none)."""
+    return value.model_dump(mode="json") if value is not None else {}

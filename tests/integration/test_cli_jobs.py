@@ -106,36 +106,36 @@ def test_submit_without_wait_prints_the_job_id_and_status(fleet: None) -> None:
 
 
 def test_status_of_a_finished_job(finished_job: dict[str, object]) -> None:
-    done = slmflow("status", str(finished_job["id"]), "--json")
+    done = slmflow("status", str(finished_job["job_id"]), "--json")
     assert done.returncode == 0, done.stderr
-    assert json.loads(done.stdout) == {"job_id": finished_job["id"], "status": "succeeded"}
-    human = slmflow("status", str(finished_job["id"]))
+    assert json.loads(done.stdout) == {"job_id": finished_job["job_id"], "status": "succeeded"}
+    human = slmflow("status", str(finished_job["job_id"]))
     assert human.returncode == 0 and "succeeded" in human.stdout
 
 
 def test_result_prints_the_same_record(finished_job: dict[str, object]) -> None:
-    done = slmflow("result", str(finished_job["id"]), "--json")
+    done = slmflow("result", str(finished_job["job_id"]), "--json")
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout) == finished_job
-    human = slmflow("result", str(finished_job["id"]))
+    human = slmflow("result", str(finished_job["job_id"]))
     assert human.returncode == 0 and "succeeded" in human.stdout
 
 
 def test_events_stream_from_job_started_to_job_finished(finished_job: dict[str, object]) -> None:
-    done = slmflow("events", str(finished_job["id"]), "--json")
+    done = slmflow("events", str(finished_job["job_id"]), "--json")
     assert done.returncode == 0, done.stderr
     events = [json.loads(line) for line in done.stdout.splitlines()]
     kinds = [event["kind"] for event in events]
     assert kinds[0] == "job_started" and kinds[-1] == "job_finished"
     assert "step_finished" in kinds
-    human = slmflow("events", str(finished_job["id"]))
+    human = slmflow("events", str(finished_job["job_id"]))
     assert len(human.stdout.splitlines()) == len(events)
     assert "job_started" in human.stdout.splitlines()[0]
 
 
 def test_events_after_an_id_resume_the_stream(finished_job: dict[str, object]) -> None:
-    first = json.loads(slmflow("events", str(finished_job["id"]), "--json").stdout.splitlines()[0])
-    rest = slmflow("events", str(finished_job["id"]), "--after", first["id"], "--json", "--follow")
+    first = json.loads(slmflow("events", str(finished_job["job_id"]), "--json").stdout.splitlines()[0])
+    rest = slmflow("events", str(finished_job["job_id"]), "--after", first["id"], "--json", "--follow")
     assert rest.returncode == 0, rest.stderr
     assert json.loads(rest.stdout.splitlines()[0])["kind"] != "job_started"
 
@@ -143,13 +143,13 @@ def test_events_after_an_id_resume_the_stream(finished_job: dict[str, object]) -
 def test_list_json_holds_the_job(finished_job: dict[str, object]) -> None:
     done = slmflow("list", "--status", "succeeded", "--graph", "support_triage", "--json")
     assert done.returncode == 0, done.stderr
-    assert finished_job["id"] in {record["id"] for record in json.loads(done.stdout)}
+    assert finished_job["job_id"] in {record["job_id"] for record in json.loads(done.stdout)}
     table = slmflow("list")
-    assert table.returncode == 0 and str(finished_job["id"]) in table.stdout
+    assert table.returncode == 0 and str(finished_job["job_id"]) in table.stdout
 
 
 def test_cancel_of_a_finished_job_says_it_finished(finished_job: dict[str, object]) -> None:
-    done = slmflow("cancel", str(finished_job["id"]))
+    done = slmflow("cancel", str(finished_job["job_id"]))
     assert done.returncode == 0, done.stderr
     assert "finished" in done.stdout
 
@@ -178,7 +178,7 @@ def test_input_failing_the_published_schema_is_a_user_error(fleet: None, tmp_pat
 
 
 def test_trace_shows_the_step_tree_and_the_backend_link(finished_job: dict[str, object]) -> None:
-    job_id = str(finished_job["id"])
+    job_id = str(finished_job["job_id"])
     done = slmflow("trace", job_id, "--json")
     assert done.returncode == 0, done.stderr
     shown = json.loads(done.stdout)

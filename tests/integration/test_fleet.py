@@ -169,7 +169,7 @@ def test_job_from_a_process_without_project_code_runs_on_the_fleet(fleet: Fleet,
     record = result["record"]
     assert record["status"] == "succeeded"
     assert record["output"]["resolution"]["result"]["eligible"] is True
-    assert record["usage"]["calls"] == {"slm": 5, "llm": 0}
+    assert record["usage"]["tiers"]["slm"]["calls"] == 5 and "llm" not in record["usage"]["tiers"]
     tool_events = [e for e in result["events"] if e["kind"] == "tool_called"]
     assert [e["data"]["tool"] for e in tool_events] == ["lookup_order", "check_refund_eligibility"]
     for event in tool_events:  # ran in a process of the tools worker (a prefork child of it)
@@ -201,7 +201,7 @@ def test_sigkilled_jobs_worker_job_resumes_from_its_checkpoint_once(fleet: Fleet
                                                 "resolve": 1, "draft_reply": 2})  # fmt: skip
     assert fleet.cases("ORD-10012") == 1
     started = [e for e in job.events(follow=False) if e.kind == "job_started"]
-    assert [e.data["resumed"] for e in started] == [False, True]
+    assert [e.data.resumed for e in started] == [False, True]
 
 
 def test_same_idempotency_key_from_two_processes_makes_one_job(fleet: Fleet, redis_client: redis.Redis) -> None:
@@ -325,9 +325,9 @@ def test_a_job_that_keeps_killing_workers_is_dead_lettered(fleet: Fleet, redis_c
     job = fleet.client.submit("support_triage", T01)
     job.result(timeout=30)
     # Pretend this job already took down three workers, then deliver it once more.
-    from slmflow.fleet.records import JobRecord
+    from slmflow.outcomes import JobRecord
 
-    record = JobRecord(id="deadbeef", graph="support_triage", input=T01)
+    record = JobRecord(job_id="deadbeef", graph="support_triage", input=T01)
     redis_client.hset("slmflow:job:deadbeef", mapping={"status": "queued", "data": record.model_dump_json()})
     redis_client.set("slmflow:stalls:deadbeef", 3)
     fleet.client._client.enqueue("deadbeef")
@@ -382,12 +382,12 @@ def test_a_recorded_job_whose_message_never_left_is_published_by_the_reconciler(
     # between popping and recording it): the record is queued and active, no message exists.
     fleet.env["SLMFLOW_RECONCILE_AFTER_S"] = "1"
     fleet.start_jobs_worker()
-    from slmflow.fleet.records import JobRecord
     from slmflow.fleet.store import JobStore
+    from slmflow.outcomes import JobRecord
 
     async def record_only() -> None:
         store = JobStore(REDIS_URL, reconcile_after_s=1)
-        await store.create(JobRecord(id="stranded", graph="support_triage", input=T01), None)
+        await store.create(JobRecord(job_id="stranded", graph="support_triage", input=T01), None)
         await store.aclose()
 
     fleet.client._runner.run(record_only())
@@ -429,9 +429,7 @@ def test_a_forged_run_tool_message_runs_nothing(fleet: Fleet, redis_client: redi
     app.send_task("slmflow.run_tool", kwargs=forged, queue="slmflow.tools")
     app.send_task("slmflow.run_tool", kwargs={"key": "nosuchjob:resolve:3:slm:1:0"}, queue="slmflow.tools")
     # The finished job's own call, replayed: recorded, but its job is not running: nothing runs.
-    [key] = [
-        e.data["key"] for e in first.events(follow=False) if e.kind == "tool_called" and ":resolve:" in e.data["key"]
-    ]
+    [key] = [e.data.key for e in first.events(follow=False) if e.kind == "tool_called" and ":resolve:" in e.data.key]
     app.send_task("slmflow.run_tool", kwargs={"key": key}, queue="slmflow.tools")
     # A normal job still runs after them (the tools worker survived them), and only its case is new.
     second = fleet.client.submit("support_triage", STATUS_TICKET | {"ticket_id": "T91"})
@@ -442,9 +440,9 @@ def test_a_forged_run_tool_message_runs_nothing(fleet: Fleet, redis_client: redi
 
 def test_every_ending_emits_job_finished(fleet: Fleet, redis_client: redis.Redis) -> None:
     fleet.start_jobs_worker()
-    from slmflow.fleet.records import JobRecord
+    from slmflow.outcomes import JobRecord
 
-    record = JobRecord(id="deadletter", graph="support_triage", input=T01)
+    record = JobRecord(job_id="deadletter", graph="support_triage", input=T01)
     redis_client.hset("slmflow:job:deadletter", mapping={"status": "queued", "data": record.model_dump_json()})
     redis_client.set("slmflow:stalls:deadletter", 3)
     fleet.client._client.enqueue("deadletter")

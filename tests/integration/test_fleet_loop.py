@@ -98,8 +98,8 @@ def test_a_loop_on_a_fleet_feeds_each_result_forward_and_survives_a_worker_kill(
     assert [n.split(" (")[0] for n in notes] == ["noted n0", "noted n1", "noted n2", "noted n3"]
     keys = [n.split(" (")[1].rstrip(")") for n in notes]
     assert len(set(keys)) == 4  # every pass its own key
-    tools = [e.data["key"] for e in events if e.kind == "tool_called"]
+    tools = [e.data.key for e in events if e.kind == "tool_called"]
     assert sorted(set(tools)) == sorted(keys) and len(tools) == len(set(tools))  # no pass's call ran twice
     prompts = [json.dumps(r["messages"]) for r in server.requests]
     assert any("noted n2" in p for p in prompts)  # the third result reached the fourth prompt
-    assert [e.data["resumed"] for e in events if e.kind == "job_started"] == [False, True]
+    assert [e.data.resumed for e in events if e.kind == "job_started"] == [False, True]

@@ -110,7 +110,7 @@ def test_escalations_train_an_adapter_that_escalates_less(vllm_base_url: str, tm
         teacher_env = {**env, "SLMFLOW_LLM_BASE_URL": teacher.base_url, "SLMFLOW_LLM_MODEL": "teacher"}
         traffic = slmflow_cli("eval", "classify_intent", "--data", str(train_file), "--model",
                               "smollm2-135m", "--record", env=teacher_env)["reports"][0]  # fmt: skip
-    escalated = traffic["calls"]["llm"]
+    escalated = traffic["usage"]["tiers"]["llm"]["calls"]
     assert escalated > len(train) / 2, "the base model should escalate most tickets"
     # The teacher answers from the training labels: every escalated ticket ends right.
     assert round(traffic["accuracy"] * len(train)) >= escalated
@@ -155,7 +155,8 @@ def test_escalations_train_an_adapter_that_escalates_less(vllm_base_url: str, tm
     before, after = evaluation["reports"]
     print(json.dumps({"before": before, "after": after}, indent=1))
     assert before["cases"] == after["cases"] == len(heldout)
-    assert before["calls"] == {"slm": len(heldout)} and after["calls"] == {"slm": len(heldout)}
+    for report in (before, after):
+        assert {tier: u["calls"] for tier, u in report["usage"]["tiers"].items()} == {"slm": len(heldout)}
     assert after["slm_accuracy"] >= before["slm_accuracy"] + ACCURACY_GAIN
     assert after["accuracy"] >= before["accuracy"] + ACCURACY_GAIN
     assert after["escalation_rate"] <= before["escalation_rate"] - ESCALATION_DROP

@@ -9,13 +9,12 @@ from collections.abc import AsyncIterator
 import pytest
 
 from slmflow.errors import IdempotencyConflict
-from slmflow.events import Event
+from slmflow.events import Event, JobFinished, ToolCalled
 from slmflow.fleet import keys
 from slmflow.fleet.calls import JobCalls
 from slmflow.fleet.fencing import RedisFencedSaver
-from slmflow.fleet.records import JobRecord
 from slmflow.fleet.store import Heartbeat, JobStore, LeaseLost, current_lease
-from slmflow.jobs import JobStatus
+from slmflow.outcomes import JobRecord, JobStatus
 
 pytestmark = pytest.mark.redis
 
@@ -29,7 +28,7 @@ async def store() -> AsyncIterator[JobStore]:
 
 
 def record(job_id: str = "j1", **update: object) -> JobRecord:
-    return JobRecord(id=job_id, graph="g", input={"x": 1}).model_copy(update=update)
+    return JobRecord(job_id=job_id, graph="g", input={"x": 1}).model_copy(update=update)
 
 
 async def test_a_worker_whose_lease_lapsed_can_no_longer_write(store: JobStore) -> None:
@@ -42,7 +41,7 @@ async def test_a_worker_whose_lease_lapsed_can_no_longer_write(store: JobStore) 
     with pytest.raises(LeaseLost):
         await store.fenced_put(record(status=JobStatus.SUCCEEDED), stale)
     with pytest.raises(LeaseLost):
-        await store.append_event("j1", Event(kind="job_finished"), stale)
+        await store.append_event("j1", Event(kind="job_finished", data=JobFinished(status="failed")), stale)
     assert Heartbeat(store.url).beat({"j1": stale}, 5) == {"j1": "lease_lost"}
     await store.fenced_put(record(status=JobStatus.RUNNING), fresh)
     assert (await store.get("j1")).status == JobStatus.RUNNING
@@ -77,15 +76,15 @@ async def test_create_with_a_used_key_returns_the_first_job_and_writes_nothing(s
     assert await store.create(record("a"), "key-1") == ("a", True)
     assert await store.create(record("b"), "key-1") == ("a", False)
     assert await store.redis.exists(keys.job("b")) == 0
-    assert [r.id for r in await store.recent()] == ["a"]
+    assert [r.job_id for r in await store.recent()] == ["a"]
 
 
 async def test_a_key_reused_with_another_input_is_a_conflict(store: JobStore) -> None:
     await store.create(record("a"), "key-1")
     with pytest.raises(IdempotencyConflict, match="key-1"):
-        await store.create(JobRecord(id="b", graph="g", input={"x": 2}), "key-1")
+        await store.create(JobRecord(job_id="b", graph="g", input={"x": 2}), "key-1")
     with pytest.raises(IdempotencyConflict):
-        await store.create(JobRecord(id="c", graph="other", input={"x": 1}), "key-1")
+        await store.create(JobRecord(job_id="c", graph="other", input={"x": 1}), "key-1")
     assert await store.redis.exists(keys.job("b"), keys.job("c")) == 0
 
 
@@ -146,9 +145,11 @@ async def test_the_reconciler_finds_run_job_messages_waiting_and_unacked(store: 
 
 async def test_an_oversized_event_keeps_its_kind_and_says_it_was_cut(store: JobStore) -> None:
     store.max_event_bytes = 1000
-    await store.append_event("j1", Event(kind="tool_called", step="s", data={"blob": "x" * 5000}))
+    await store.append_event(
+        "j1", Event(kind="tool_called", step="s", data=ToolCalled(tool="t", key="x" * 5000, ok=True))
+    )
     [event] = [e async for e in store.events("j1")]
-    assert (event.kind, event.step, event.data["truncated"]) == ("tool_called", "s", True)
+    assert (event.kind, event.step, event.data.truncated) == ("tool_called", "s", True)
 
 
 async def test_a_call_key_names_one_call_and_another_call_under_it_is_a_conflict(store: JobStore) -> None:

@@ -135,11 +135,11 @@ async def test_support_triage_job_runs_on_the_real_model(endpoints: Endpoints) -
     assert result.status in (JobStatus.SUCCEEDED, JobStatus.NEEDS_REVIEW)
     finished = [e for e in events if e.kind == "step_finished"]
     assert finished and finished[0].step == "classify_intent"
-    assert result.usage.calls["slm"] >= len(finished) and result.usage.calls["llm"] == 0
-    assert result.usage.tokens["slm"]["input"] > 0
+    assert result.usage.calls(Tier.SLM) >= len(finished) and result.usage.calls(Tier.LLM) == 0
+    assert result.usage.tokens(Tier.SLM)[0] > 0
     if result.status == JobStatus.SUCCEEDED:
         assert result.output is not None and result.output["ticket_id"] == "T01"
     else:
         assert result.review is not None
-        assert result.review["step"] == finished[-1].step
-        assert result.usage.escalations[-1]["to"] == "review"
+        assert result.review.step == finished[-1].step
+        assert result.usage.escalations[-1].to == "review"

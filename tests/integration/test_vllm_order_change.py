@@ -88,12 +88,12 @@ async def test_sdk_embedded_approve_runs_once_and_a_rejection_reaches_the_step(v
         assert paused, "no request reached a proposal: the approval path was not exercised"
         assert changes(shop) == []  # proposed, not run
         job_id, data, result = paused[0]
-        call = result.approval["calls"][0]
+        call = result.approval.calls[0]
         done = await run_job(graph, data, endpoints=endpoints, checkpointer=saver, job_id=job_id,
-                             resume={"approve": True, "calls": result.approval["calls"]})  # fmt: skip
+                             resume={"approve": True, "calls": result.approval.shown()})  # fmt: skip
         assert done.status == JobStatus.SUCCEEDED, done.error
-        kind = {"cancel_order": "cancel", "start_return": "return"}[call["name"]]
-        assert changes(shop) == [(call["arguments"]["order_id"], kind)]
+        kind = {"cancel_order": "cancel", "start_return": "return"}[call.name]
+        assert changes(shop) == [(call.arguments["order_id"], kind)]
         again = await run_job(graph, data, endpoints=endpoints, checkpointer=saver, job_id=job_id, resume=NO_RESUME)
         assert again.status == JobStatus.SUCCEEDED and len(changes(shop)) == 1
         if len(paused) > 1:

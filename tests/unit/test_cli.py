@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from slmflow import JobResult, Tier
 from slmflow.testing import ScriptedServer
 from tests.conftest import EXAMPLES, ROOT, SCRATCH
 
@@ -94,11 +95,12 @@ def test_run_json_prints_exactly_one_result_object(triage_server: ScriptedServer
         "succeeded",
         None,
     )
-    assert result["usage"]["calls"] == {"slm": 5, "llm": 0}
-    assert set(result["usage"]["tokens"]) == {"slm"}
-    assert set(result["usage"]["tokens"]["slm"]) == {"input", "output"}
-    assert result["usage"]["escalations"] == []
-    assert result["usage"]["cost"]["actual"] > 0 and result["usage"]["cost"]["all_llm"] > 0
+    usage = result["usage"]
+    assert set(usage["tiers"]) == {"slm"} and usage["tiers"]["slm"]["calls"] == 5
+    assert usage["tiers"]["slm"]["input_tokens"] > 0 and usage["tiers"]["slm"]["output_tokens"] > 0
+    assert usage["escalations"] == []
+    assert usage["cost"] > 0 and usage["all_llm_cost"] > 0
+    assert JobResult.model_validate(result).usage.calls(Tier.SLM) == 5  # the JSON is the SDK's own model
     assert "✓ classify_intent" in done.stderr  # progress goes to stderr, never into the JSON
 
 

@@ -227,7 +227,8 @@ def test_eval_compares_two_models_by_slice_with_a_plot(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     base, tuned = json.loads(done.stdout)["reports"]
     assert (base["model"], base["slm_accuracy"], base["accuracy"], base["escalation_rate"]) == ("base", 0.5, 0.0, 1.0)
-    assert base["reasons"] == {"low_confidence": 8} and base["calls"] == {"slm": 8}
+    assert base["reasons"] == {"low_confidence": 8} and base["usage"]["tiers"]["slm"]["calls"] == 8
+    assert set(base["usage"]["tiers"]) == {"slm"}
     assert (tuned["accuracy"], tuned["escalation_rate"]) == (1.0, 0.0)
     assert base["slices"]["segment"]["business"] == {"cases": 4, "accuracy": 0.0, "escalation_rate": 1.0}
     assert tuned["cost_per_100"] < base["cost_per_100"]  # escalations are priced at the LLM

@@ -79,7 +79,7 @@ async def test_an_approved_cancellation_runs_once_and_the_reply_says_it_is_done(
     async with open_checkpointer("memory") as saver:
         paused = await _run(server, case["input"], saver, "oc-approve")
         assert paused.status == JobStatus.AWAITING_APPROVAL and _changes("ORD-10035") == []
-        shown = paused.approval["calls"]
+        shown = paused.approval.shown()
         done = await _run(server, case["input"], saver, "oc-approve", resume={"approve": True, "calls": shown})
         await _run(server, case["input"], saver, "oc-approve", resume={"approve": True, "calls": shown})
     assert done.status == JobStatus.SUCCEEDED, done.error
@@ -97,7 +97,7 @@ async def test_a_request_quoting_someone_elses_order_is_handed_over_untouched(se
         result = await _run(server, case["input"], saver, "oc-other")
     assert result.status == JobStatus.SUCCEEDED and result.output["decision"] == "handed_over"
     assert "choose_order" in result.output["why"]
-    assert [e["reason"] for e in result.usage.escalations] == ["check_failed"]
+    assert [e.reason for e in result.usage.escalations] == ["check_failed"]
     assert _changes("ORD-10036") == []
     calls = [r for r in server.requests if r.get("tools")]
     assert calls == []  # no change was even proposed

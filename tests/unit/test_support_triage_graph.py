@@ -7,8 +7,9 @@ from pathlib import Path
 from typing import Any
 
 from graphs.support_triage import graph
-from slmflow import Event, JobStatus, run_job
+from slmflow import Event, JobStatus, Tier, run_job
 from slmflow.checkpoints import open_checkpointer
+from slmflow.results import Escalation
 from slmflow.testing import Reply, ScriptedServer
 from tests.conftest import INVENTED_AMOUNT, triage_endpoints, triage_reply
 
@@ -40,7 +41,7 @@ async def test_ticket_runs_every_step_and_produces_the_triage(triage_server, tic
     assert output["resolution"]["tool"] == "check_refund_eligibility"
     assert output["resolution"]["result"]["eligible"] is True
     assert "ORD-10012" in output["reply"]
-    assert result.usage.calls == {"slm": 5, "llm": 0}
+    assert (result.usage.calls(Tier.SLM), result.usage.calls(Tier.LLM)) == (5, 0)
     assert result.usage.escalations == []
     assert [e.step for e in events if e.kind == "step_finished"] == STEPS
     assert events[0].kind == "job_started" and events[-1].kind == "job_finished"
@@ -78,10 +79,10 @@ async def test_invented_field_with_no_llm_pauses_the_job_for_review(triage_serve
     triage_server.scripts["slm"] = _inventing_extractor
     result, _ = await _run(triage_server, ticket)
     assert result.status == JobStatus.NEEDS_REVIEW and result.output is None
-    assert result.review["step"] == "extract_fields"
-    assert result.review["reasons"] == ["check_failed", "check_failed"]
-    assert [e["reason"] for e in result.usage.escalations] == ["check_failed"]
-    assert result.usage.calls == {"slm": 3, "llm": 0}
+    assert result.review.step == "extract_fields"
+    assert result.review.reasons == ["check_failed", "check_failed"]
+    assert [e.reason for e in result.usage.escalations] == ["check_failed"]
+    assert (result.usage.calls(Tier.SLM), result.usage.calls(Tier.LLM)) == (3, 0)
 
 
 async def test_invented_field_escalates_to_the_llm_and_the_job_succeeds(triage_server, ticket) -> None:
@@ -91,13 +92,13 @@ async def test_invented_field_escalates_to_the_llm_and_the_job_succeeds(triage_s
     result, events = await _run(triage_server, ticket, llm="llm")
     assert result.status == JobStatus.SUCCEEDED
     assert result.output["fields"] == right
-    assert result.usage.calls == {"slm": 6, "llm": 1}
+    assert (result.usage.calls(Tier.SLM), result.usage.calls(Tier.LLM)) == (6, 1)
     [escalation] = result.usage.escalations
-    assert escalation == {"step": "extract_fields", "skill": "extract_fields", "reason": "check_failed",
-                          "detail": "amount 19.99 does not occur in the ticket; use null if there is none",
-                          "to": "llm"}  # fmt: skip
+    assert escalation == Escalation(step="extract_fields", skill="extract_fields", reason="check_failed",
+                                    detail="amount 19.99 does not occur in the ticket; use null if there is none",
+                                    from_tier=Tier.SLM, to="llm")  # fmt: skip
     assert [e.kind for e in events].count("skill_escalated") == 1
-    assert result.usage.cost["actual"] < result.usage.cost["all_llm"] * 5
+    assert result.usage.cost < result.usage.all_llm_cost * 5
 
 
 async def test_sqlite_checkpointer_keeps_the_job_thread(triage_server, ticket, tmp_path: Path) -> None:

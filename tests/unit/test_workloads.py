@@ -15,6 +15,7 @@ from langgraph.runtime import Runtime
 from pydantic import BaseModel
 
 from slmflow import (
+    AskedReview,
     Event,
     Goto,
     GraphSpec,
@@ -39,6 +40,9 @@ from slmflow import (
     skill_node,
 )
 from slmflow.checkpoints import open_checkpointer
+from slmflow.jobs import NO_RESUME
+from slmflow.learning.hooks import Learning
+from slmflow.learning.store import DatasetStore
 from slmflow.testing import Reply, ScriptedServer
 
 # The shop of these tests: customers and their orders (what a per-job database would hold).
@@ -146,8 +150,6 @@ def server() -> Iterator[ScriptedServer]:
 
 async def _run(spec: GraphSpec, server: ScriptedServer, data: dict[str, Any], checkpointer: Any, job_id: str,
                resume: Any = None, **extra: Any) -> tuple[Any, list[Event]]:  # fmt: skip
-    from slmflow.jobs import NO_RESUME
-
     events: list[Event] = []
     endpoints = server.endpoints("slm")
     result = await run_job(spec, data, endpoints=endpoints, checkpointer=checkpointer, job_id=job_id,
@@ -165,7 +167,7 @@ async def test_a_code_node_calls_a_tool_through_the_executor_and_the_tool_sees_t
                                     "job-1", config={"tenant": "acme"})  # fmt: skip
     assert SEEN_CONFIG == [{"tenant": "acme"}]
     called = [e for e in events if e.kind == "tool_called"]
-    assert called[0].data["tool"] == "find_orders" and called[0].data["key"] == "job-1:lookup:1:code:1:0"
+    assert called[0].data.tool == "find_orders" and called[0].data.key == "job-1:lookup:1:code:1:0"
     assert result.status == JobStatus.AWAITING_APPROVAL  # and the refund waits
 
 
@@ -181,7 +183,7 @@ async def test_a_code_node_tool_call_is_validated_before_it_runs(server) -> None
     async with open_checkpointer("memory") as saver:
         result, _ = await _run(spec, server, {"customer": "ana", "text": "x"}, saver, "job-2")
     assert result.status == JobStatus.FAILED
-    assert result.error["type"] == "InvalidToolArguments" and "customer" in result.error["message"]
+    assert result.error.type == "InvalidToolArguments" and "customer" in result.error.message
     assert SEEN_CONFIG == []
 
 
@@ -247,8 +249,8 @@ async def test_a_call_needing_approval_is_proposed_then_runs_once_when_approved(
     async with open_checkpointer("memory") as saver:
         paused, _ = await _run(spec, server, data, saver, "job-a")
         assert paused.status == JobStatus.AWAITING_APPROVAL and REFUNDS == []
-        assert paused.approval["calls"] == [{"name": "refund", "arguments": {"order_id": "ORD-2"}}]
-        assert paused.approval["step"] == "choose_refund" and paused.approval["tier"] == "slm"
+        assert paused.approval.shown() == [{"name": "refund", "arguments": {"order_id": "ORD-2"}}]
+        assert paused.approval.step == "choose_refund" and paused.approval.tier == "slm"
         done, events = await _run(spec, server, data, saver, "job-a", resume={"approve": True})
         again, _ = await _run(spec, server, data, saver, "job-a", resume={"approve": True})  # a late duplicate
     assert done.status == JobStatus.SUCCEEDED
@@ -257,7 +259,30 @@ async def test_a_call_needing_approval_is_proposed_then_runs_once_when_approved(
     assert again.status == JobStatus.SUCCEEDED and len(REFUNDS) == 1
     assert len(server.requests_for("slm")) == 1  # the resumed step asked no model again
     finished = [e for e in events if e.kind == "step_finished" and e.step == "choose_refund"]
-    assert finished[-1].data["approval"] == "approved"
+    assert finished[-1].data.approval == "approved"
+
+
+@pytest.mark.parametrize(("decision", "kept"), [
+    ({"approve": True}, ("approved", "ORD-2")),
+    ({"edit": [{"name": "refund", "arguments": {"order_id": "ORD-1"}}]}, ("edited", "ORD-1")),
+])  # fmt: skip
+async def test_approved_calls_are_kept_once_as_training_data(server, tmp_path, decision, kept) -> None:
+    store = DatasetStore(f"sqlite:///{tmp_path / 'runs.db'}")
+    spec, data = refund_graph(), {"customer": "ana", "text": "refund ORD-2"}
+    async with open_checkpointer("memory") as saver:
+        for resume in (None, decision, decision):  # propose, decide, a late duplicate of the decision
+            endpoints = server.endpoints("slm")
+            endpoints.learning = Learning(store, record=True, route_ttl_s=0)
+            result = await run_job(spec, data, endpoints=endpoints, checkpointer=saver, job_id="job-t",
+                                   resume=NO_RESUME if resume is None else resume)  # fmt: skip
+            await endpoints.aclose()
+    assert result.status == JobStatus.SUCCEEDED
+    runs = store.runs("choose_refund")
+    # A proposal is kept once a person decides, as the calls they vouched for; a replay keeps nothing more.
+    assert [(r.source, r.status) for r in runs] == [("human", "ok")]
+    human = runs[-1]
+    assert (human.meta["approval"], human.answer[0]["arguments"]["order_id"]) == kept
+    assert human.meta["proposed_by"] == "slm" and human.job_id == "job-t" and human.step == "choose_refund"
 
 
 async def test_an_edited_call_passes_the_same_checks_before_it_runs(server) -> None:
@@ -267,7 +292,7 @@ async def test_an_edited_call_passes_the_same_checks_before_it_runs(server) -> N
         refused, _ = await _run(spec, server, data, saver, "job-e",
                                 resume={"edit": [{"name": "refund", "arguments": {"order_id": "ORD-7"}}]})  # fmt: skip
         assert refused.status == JobStatus.AWAITING_APPROVAL and REFUNDS == []
-        assert "ORD-7" in refused.approval["review_errors"][0]
+        assert "ORD-7" in refused.approval.review_errors[0]
         done, _ = await _run(spec, server, data, saver, "job-e",
                              resume={"edit": [{"name": "refund", "arguments": {"order_id": "ORD-1"}}]})  # fmt: skip
     assert done.status == JobStatus.SUCCEEDED and [r[0] for r in REFUNDS] == ["ORD-1"]
@@ -281,8 +306,8 @@ async def test_a_rejection_reaches_the_step_as_feedback_and_a_new_proposal_waits
         await _run(spec, server, data, saver, "job-r")
         second, _ = await _run(spec, server, data, saver, "job-r", resume={"reject": "the customer means ORD-1"})
         assert second.status == JobStatus.AWAITING_APPROVAL and REFUNDS == []
-        assert second.approval["round"] == 1
-        assert second.approval["calls"] == [{"name": "refund", "arguments": {"order_id": "ORD-1"}}]
+        assert second.approval.round == 1
+        assert second.approval.shown() == [{"name": "refund", "arguments": {"order_id": "ORD-1"}}]
         asked = json.dumps(server.requests_for("slm")[1]["messages"])
         assert "the customer means ORD-1" in asked
         done, _ = await _run(spec, server, data, saver, "job-r", resume={"approve": True})
@@ -295,7 +320,7 @@ async def test_a_bad_decision_is_refused_and_the_job_keeps_waiting(server) -> No
     async with open_checkpointer("memory") as saver:
         await _run(spec, server, data, saver, "job-b")
         result, _ = await _run(spec, server, data, saver, "job-b", resume={"reject": ""})
-    assert result.status == JobStatus.AWAITING_APPROVAL and "says why" in result.approval["review_errors"][0]
+    assert result.status == JobStatus.AWAITING_APPROVAL and "says why" in result.approval.review_errors[0]
     assert REFUNDS == []
 
 
@@ -317,7 +342,7 @@ async def test_on_failure_fail_ends_the_job_failed(server, customer) -> None:
     async with open_checkpointer("memory") as saver:
         result, _ = await _run(refund_graph("fail"), server, {"customer": customer, "text": "refund"}, saver, "job-f")
     assert result.status == JobStatus.FAILED
-    assert result.error["type"] == "StepFailed" and result.error["context"]["step"] == "choose_refund"
+    assert result.error.type == "StepFailed" and result.error.context["step"] == "choose_refund"
 
 
 async def test_on_failure_goto_routes_the_graph_with_the_failure_in_the_state(server) -> None:
@@ -330,7 +355,7 @@ async def test_on_failure_goto_routes_the_graph_with_the_failure_in_the_state(se
     assert result.output["refund"] is None
     assert FINISHED == ["choose_refund:failed"]  # the failure route only, not the success route besides it
     finished = [e for e in events if e.kind == "step_finished" and e.step == "choose_refund"]
-    assert [e.data["status"] for e in finished] == ["needs_review", "routed"] and finished[-1].data["to"] == "handover"
+    assert [e.data.status for e in finished] == ["needs_review", "routed"] and finished[-1].data.to == "handover"
 
 
 async def test_on_failure_review_is_the_default_and_shows_what_the_model_answered(server) -> None:
@@ -338,7 +363,7 @@ async def test_on_failure_review_is_the_default_and_shows_what_the_model_answere
     async with open_checkpointer("memory") as saver:
         result, _ = await _run(refund_graph(), server, {"customer": "ana", "text": "refund"}, saver, "job-v")
     assert result.status == JobStatus.NEEDS_REVIEW
-    assert result.review["last_output"] == "I cannot do that"
+    assert result.review.last_output == "I cannot do that"
 
 
 def test_an_unknown_failure_route_is_refused_at_definition() -> None:
@@ -430,8 +455,8 @@ async def test_a_code_node_asks_a_person_and_gets_the_answer(server) -> None:
     async with open_checkpointer("memory") as saver:
         paused, _ = await _run(spec, server, data, saver, "job-ask")
         assert paused.status == JobStatus.NEEDS_REVIEW
-        assert paused.review == {"step": "decide", "reason": "asked", "question": "Refund this customer anyway?",
-                                 "details": {"customer": "ana"}, "review_errors": []}  # fmt: skip
+        assert paused.review == AskedReview(step="decide", question="Refund this customer anyway?",
+                                            details={"customer": "ana"})  # fmt: skip
         done, _ = await _run(spec, server, data, saver, "job-ask", resume="yes, once")
     assert done.status == JobStatus.SUCCEEDED and done.output["refund"] == "yes, once"
 
@@ -440,8 +465,8 @@ async def test_a_code_node_proposes_calls_that_run_once_approved_or_not_at_all(s
     spec, data = code_graph(propose_node), {"customer": "ana", "text": "x"}
     async with open_checkpointer("memory") as saver:
         paused, _ = await _run(spec, server, data, saver, "job-p1")
-        assert paused.status == JobStatus.AWAITING_APPROVAL and paused.approval["tier"] == "code"
-        assert paused.approval["calls"] == [{"name": "refund", "arguments": {"order_id": "ORD-1"}}] and REFUNDS == []
+        assert paused.status == JobStatus.AWAITING_APPROVAL and paused.approval.tier == "code"
+        assert paused.approval.shown() == [{"name": "refund", "arguments": {"order_id": "ORD-1"}}] and REFUNDS == []
         done, _ = await _run(spec, server, data, saver, "job-p1", resume={"approve": True})
         await _run(spec, server, data, saver, "job-p1", resume={"approve": True})
         assert done.output["refund"][0]["result"] == "refunded ORD-1"
@@ -459,7 +484,7 @@ async def test_a_decision_on_an_older_proposal_round_is_refused(server) -> None:
     async with open_checkpointer("memory") as saver:
         await _run(spec, server, data, saver, "job-round")
         stale, _ = await _run(spec, server, data, saver, "job-round", resume={"approve": True, "round": 3})
-        assert stale.status == JobStatus.AWAITING_APPROVAL and "round 0, not 3" in stale.approval["review_errors"][0]
+        assert stale.status == JobStatus.AWAITING_APPROVAL and "round 0, not 3" in stale.approval.review_errors[0]
         done, _ = await _run(spec, server, data, saver, "job-round", resume={"approve": True, "round": 0})
     assert done.status == JobStatus.SUCCEEDED and len(REFUNDS) == 1
 
@@ -486,7 +511,7 @@ async def test_a_review_after_narrowing_to_nothing_is_judged_by_the_declared_ski
         refused, _ = await _run(refund_graph(), server, {"customer": "cy", "text": "refund"}, saver, "job-empty",
                                 resume=[{"name": "refund", "arguments": {"order_id": "ORD-1"}}])  # fmt: skip
     # Not "is not one of []": the step's own check says why this answer cannot be right.
-    assert refused.review["review_errors"] == ["ORD-1 is not an order of this customer"] and REFUNDS == []
+    assert refused.review.review_errors == ["ORD-1 is not an order of this customer"] and REFUNDS == []
 
 
 async def test_call_tool_refuses_a_tool_that_needs_approval(server) -> None:
@@ -505,6 +530,4 @@ async def test_an_edit_of_a_code_nodes_proposal_keeps_its_tools(server) -> None:
         await _run(spec, server, data, saver, "job-swap")
         swapped, _ = await _run(spec, server, data, saver, "job-swap",
                                 resume={"edit": [{"name": "hand_over", "arguments": {"note": "x"}}]})  # fmt: skip
-    assert (
-        swapped.status == JobStatus.AWAITING_APPROVAL and "not call hand_over" in swapped.approval["review_errors"][0]
-    )
+    assert swapped.status == JobStatus.AWAITING_APPROVAL and "not call hand_over" in swapped.approval.review_errors[0]
