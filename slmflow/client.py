@@ -35,10 +35,9 @@ from slmflow.errors import (
 from slmflow.events import Event
 from slmflow.fleet.queues import publish_job, publisher
 from slmflow.fleet.store import JobStore, new_job_id
-from slmflow.jobs import approval_answer, job_config
-from slmflow.outcomes import JobRecord, JobStatus, approval_message
+from slmflow.outcomes import JobRecord, JobStatus, approval_answer, approval_message
 from slmflow.settings import Settings, load_settings
-from slmflow.validation import check_key, check_size, json_object, shown, validate
+from slmflow.validation import check_key, check_size, job_config, json_object, shown, validate
 
 __all__ = ["AsyncClient", "AsyncJob", "Client", "GraphInfo", "Job"]
 

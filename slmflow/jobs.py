@@ -29,36 +29,9 @@ from slmflow.outcomes import Approval, JobFailure, JobResult, JobStatus, JobUsag
 from slmflow.redaction import excerpt
 from slmflow.results import SkillResult
 from slmflow.tools import InProcessExecutor, ToolExecutor
-from slmflow.validation import json_object, validate
+from slmflow.validation import job_config, json_object, validate
 
-__all__ = ["NO_RESUME", "RESERVED_CONFIG", "approval_answer", "job_config", "run_job", "validate_input"]
-
-
-def approval_answer(
-    edit: list[dict[str, Any]] | None = None,
-    reject: str | None = None,
-    shown: list[dict[str, Any]] | None = None,
-    round: int | None = None,
-) -> dict[str, Any]:
-    """The answer that resumes a step paused for approval: approve (the `shown` calls, when given:
-    the step refuses an approval of calls it no longer proposes), approve edited calls, or reject;
-    with `round`, the decision holds only for that proposal of the step (the one the person saw)."""
-    answer = _decision(edit, reject, shown)
-    return answer if round is None else {**answer, "round": round}
-
-
-def _decision(
-    edit: list[dict[str, Any]] | None, reject: str | None, shown: list[dict[str, Any]] | None
-) -> dict[str, Any]:
-    if edit is not None and reject is not None:
-        raise UsageError("approve with edited calls or reject them, not both")
-    if reject is not None:
-        if not isinstance(reject, str) or not reject.strip():
-            raise UsageError("a rejection needs a reason (the step's model sees it on its next attempt)")
-        return {"reject": reject}
-    if edit is not None:
-        return {"edit": edit}
-    return {"approve": True} if shown is None else {"approve": True, "calls": shown}
+__all__ = ["NO_RESUME", "run_job", "validate_input"]
 
 
 def validate_input(spec: GraphSpec, data: Mapping[str, Any]) -> BaseModel:
@@ -151,19 +124,6 @@ async def run_job(
         )
         result.trace_id = telemetry.current_trace_id()
         return result
-
-
-RESERVED_CONFIG = frozenset({"thread_id", "checkpoint_id", "checkpoint_ns"})
-
-
-def job_config(config: Mapping[str, Any] | None) -> dict[str, Any]:
-    """The job's own values, or `InvalidInput` for a key LangGraph reserves."""
-    values = dict(config or {})
-    for key in values:
-        if not isinstance(key, str) or key in RESERVED_CONFIG or key.startswith(("__", "checkpoint_")):
-            raise InvalidInput(f"config key {key!r} is reserved (thread_id is the job id; __* and checkpoint_* are "
-                               "LangGraph's): rename it", field="config")  # fmt: skip
-    return values
 
 
 async def _invoke(

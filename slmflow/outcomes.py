@@ -16,13 +16,14 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AliasChoices, BaseModel, Discriminator, Field, Tag
 
-from slmflow.errors import SlmflowError
+from slmflow.errors import SlmflowError, UsageError
 from slmflow.redaction import excerpt
 from slmflow.results import Escalation, SkillResult, Usage
 
 __all__ = [
     "TERMINAL", "Approval", "AskedReview", "JobFailure", "JobRecord", "JobResult", "JobStatus", "JobUsage",
-    "OutcomeUnknownReview", "ProposedCall", "Review", "UnansweredReview", "approval_message", "unanswered",
+    "OutcomeUnknownReview", "ProposedCall", "Review", "UnansweredReview", "approval_answer", "approval_message",
+    "unanswered",
 ]  # fmt: skip
 
 
@@ -198,6 +199,33 @@ class JobRecord(JobResult):
     def result(self) -> JobResult:
         """The job's result, without the fleet's bookkeeping."""
         return JobResult.model_validate(self.model_dump(include=set(JobResult.model_fields)))
+
+
+def approval_answer(
+    edit: list[dict[str, Any]] | None = None,
+    reject: str | None = None,
+    shown: list[dict[str, Any]] | None = None,
+    round: int | None = None,
+) -> dict[str, Any]:
+    """The answer that resumes a step paused for approval: approve (the `shown` calls, when given:
+    the step refuses an approval of calls it no longer proposes), approve edited calls, or reject;
+    with `round`, the decision holds only for that proposal of the step (the one the person saw)."""
+    answer = _decision(edit, reject, shown)
+    return answer if round is None else {**answer, "round": round}
+
+
+def _decision(
+    edit: list[dict[str, Any]] | None, reject: str | None, shown: list[dict[str, Any]] | None
+) -> dict[str, Any]:
+    if edit is not None and reject is not None:
+        raise UsageError("approve with edited calls or reject them, not both")
+    if reject is not None:
+        if not isinstance(reject, str) or not reject.strip():
+            raise UsageError("a rejection needs a reason (the step's model sees it on its next attempt)")
+        return {"reject": reject}
+    if edit is not None:
+        return {"edit": edit}
+    return {"approve": True} if shown is None else {"approve": True, "calls": shown}
 
 
 def approval_message(job_id: str, approval: Approval | None) -> str:

@@ -47,11 +47,13 @@ from slmflow.redaction import excerpt, redact
 
 __all__ = [
     "MAX_DEPTH",
+    "RESERVED_CONFIG",
     "Problem",
     "check_key",
     "check_size",
     "encoded_size",
     "first_problem",
+    "job_config",
     "json_object",
     "json_value",
     "shown",
@@ -466,3 +468,16 @@ def validate(schema: Mapping[str, Any], data: Any, *, graph: str, root: str = "i
     if problem is not None:
         raise InvalidInput(f"input for graph {graph!r} is invalid: {problem.field}: {problem.message}",
                            graph=graph, field=problem.field)  # fmt: skip
+
+
+RESERVED_CONFIG = frozenset({"thread_id", "checkpoint_id", "checkpoint_ns"})
+
+
+def job_config(config: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The job's own values, or `InvalidInput` for a key LangGraph reserves."""
+    values = dict(config or {})
+    for key in values:
+        if not isinstance(key, str) or key in RESERVED_CONFIG or key.startswith(("__", "checkpoint_")):
+            raise InvalidInput(f"config key {key!r} is reserved (thread_id is the job id; __* and checkpoint_* are "
+                               "LangGraph's): rename it", field="config")  # fmt: skip
+    return values

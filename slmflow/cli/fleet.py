@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from slmflow.fleet.app import create_app
+from slmflow.fleet.processes import process_count, run_processes
 from slmflow.fleet.queues import JOBS_QUEUE
 from slmflow.settings import load_settings
 
@@ -26,8 +28,25 @@ def worker(
     ] = None,
     loglevel: Annotated[str, typer.Option(help="Celery log level.")] = "INFO",
     project: Annotated[Path | None, typer.Option(help="Project directory (default: cwd).")] = None,
+    processes: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            help="Worker processes on this host, each a node with its own slots and event loop "
+            "(0: one per core). A jobs process uses one core at most.",
+        ),
+    ] = 1,
+    hostname: Annotated[str | None, typer.Option(help="Celery node name (default: Celery's, celery@host).")] = None,
 ) -> None:
     """Start a worker: `slmflow worker` runs jobs, `slmflow worker --queues slmflow.tools` runs tools."""
+    count = process_count(processes)
+    if count > 1:  # this process only supervises; each child is a worker of one process
+        base = [sys.executable, "-m", "slmflow", "worker", "--queues", queues, "--loglevel", loglevel,
+                *(["--concurrency", str(concurrency)] if concurrency else []), *(["--pool", pool] if pool else []),
+                *(["--project", str(project)] if project else [])]  # fmt: skip
+        name = (hostname or "celery@%h").split("@", 1)
+        commands = [[*base, "--hostname", f"{name[0]}{i}@{name[1] if len(name) > 1 else '%h'}"] for i in range(count)]
+        raise typer.Exit(run_processes(commands))
     settings = load_settings(**({"project": project} if project else {}))
     jobs = JOBS_QUEUE in queues.split(",")
     default_pool, default_concurrency = _POOL[jobs]
@@ -35,5 +54,5 @@ def worker(
     app.worker_main([
         "worker", "--queues", queues, "--pool", pool or default_pool,
         "--concurrency", str(concurrency or default_concurrency), "--loglevel", loglevel,
-        "--without-gossip", "--without-mingle",
+        "--without-gossip", "--without-mingle", *(["--hostname", hostname] if hostname else []),
     ])  # fmt: skip

@@ -18,9 +18,8 @@ from slmflow.client import Client, Job
 from slmflow.embedded import read_input
 from slmflow.errors import InvalidInput, JobAwaitingApproval, JobError, JobNotFound
 from slmflow.events import Event
-from slmflow.jobs import approval_answer
 from slmflow.local_jobs import LocalJobs
-from slmflow.outcomes import TERMINAL, JobRecord, JobStatus
+from slmflow.outcomes import TERMINAL, JobRecord, JobStatus, approval_answer
 from slmflow.settings import load_settings
 
 __all__ = ["approve", "cancel", "events", "list_jobs", "result", "review", "status", "submit"]

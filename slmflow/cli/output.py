@@ -5,18 +5,15 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from rich.console import Console
 from rich.markup import escape
 
 from slmflow.answers import Tier
+from slmflow.cli.consoles import console, err_console
 from slmflow.events import Event, StepFinished
 from slmflow.outcomes import AskedReview, JobResult, JobStatus, OutcomeUnknownReview, Review
 from slmflow.results import Escalation
 
 __all__ = ["EXIT_CODES", "console", "err_console", "exit_code", "print_json", "print_outcome", "render_event"]
-
-console = Console()
-err_console = Console(stderr=True)
 
 
 def print_json(data: Any) -> None:

@@ -11,11 +11,12 @@ worker half), and the workers publish tool calls and resumed jobs with it too.
 
 from __future__ import annotations
 
-from typing import Any
-
-from celery import Celery
+from typing import TYPE_CHECKING, Any
 
 from slmflow.settings import Settings
+
+if TYPE_CHECKING:
+    from celery import Celery
 
 __all__ = [
     "JOBS_QUEUE",
@@ -78,6 +79,8 @@ def celery_config(settings: Settings) -> dict[str, Any]:
 
 def publisher(settings: Settings) -> Celery:
     """A Celery app that only publishes (the SDK's): configured like the workers, no tasks."""
+    from celery import Celery  # here, not at import: an SDK that only reads jobs never loads Celery
+
     app = Celery("slmflow", broker=settings.redis_url, backend=settings.redis_url)
     app.conf.update(celery_config(settings))
     return app

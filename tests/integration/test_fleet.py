@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 import redis
 
-from slmflow import Client, InvalidInput, JobCancelled, JobNeedsReview, JobStatus, UnknownGraph
+from slmflow import Client, InvalidInput, JobCancelled, JobNeedsReview, JobStarted, JobStatus, UnknownGraph
 from slmflow.learning.store import DatasetStore, RunRecord
 from slmflow.testing import Reply, ScriptedServer
 from tests.conftest import EXAMPLES, INVENTED_AMOUNT, ROOT, TRIAGE_ALIASES, triage_reply
@@ -147,6 +147,38 @@ def fleet(redis_client: redis.Redis, tmp_path: Path, request: pytest.FixtureRequ
 
 def ppid(pid: int) -> int:
     return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+
+
+def children_of(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if ppid(int(entry.name)) == pid:
+                    found.append(int(entry.name))
+            except (OSError, IndexError):
+                continue  # it ended meanwhile
+    return found
+
+
+def test_a_host_runs_several_worker_processes_and_drains_them_all(fleet: Fleet) -> None:
+    host = subprocess.Popen(
+        [sys.executable, "-m", "slmflow", "worker", "--queues", "slmflow.jobs", "--processes", "2", "--loglevel",
+         "WARNING"], cwd=ROOT, env=fleet.env, start_new_session=True, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    fleet.processes.append(host)
+    deadline = time.monotonic() + 60
+    while len(workers := children_of(host.pid)) < 2 or not fleet.client.graphs():
+        assert time.monotonic() < deadline and host.poll() is None, "the worker processes did not start"
+        time.sleep(0.2)
+    assert len(workers) == 2  # two Celery nodes, each with its own event loop and slots
+    jobs = [fleet.client.submit("support_triage", T01) for _ in range(6)]
+    assert all(job.result(timeout=60).status == JobStatus.SUCCEEDED for job in jobs)
+    ran_on = {e.data.worker for job in jobs for e in job.events(follow=False) if isinstance(e.data, JobStarted)}
+    assert ran_on and {w.rsplit(":", 1)[1] for w in ran_on if w} <= {str(pid) for pid in workers}
+    fleet.stop(host)  # SIGTERM to the parent: forwarded, each child drains and exits
+    assert host.returncode == 0
+    assert not any(Path(f"/proc/{pid}").exists() for pid in workers)
 
 
 def test_job_from_a_process_without_project_code_runs_on_the_fleet(fleet: Fleet, tmp_path: Path) -> None:
