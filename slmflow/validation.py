@@ -33,17 +33,17 @@ import unicodedata
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import jsonschema
-import referencing.exceptions
-from jsonschema import ValidationError as SchemaViolation
 from pydantic import TypeAdapter
 from pydantic import ValidationError as PydanticError
 from pydantic_core import SchemaError, SchemaValidator, core_schema
 
 from slmflow.errors import InputTooLarge, InvalidInput, ProjectError
 from slmflow.redaction import excerpt, redact
+
+if TYPE_CHECKING:
+    from jsonschema import ValidationError as SchemaViolation
 
 __all__ = [
     "MAX_DEPTH",
@@ -222,7 +222,7 @@ def _matcher(pattern: str) -> Callable[[str], bool]:
 
 def _pattern(validator: Any, pattern: str, instance: Any, schema: Mapping[str, Any]) -> Iterator[SchemaViolation]:
     if validator.is_type(instance, "string") and not _matcher(pattern)(instance):
-        yield SchemaViolation(f"must match the pattern {pattern!r}, got {shown(instance)}")
+        yield _violation(f"must match the pattern {pattern!r}, got {shown(instance)}")
 
 
 def _pattern_properties(
@@ -246,14 +246,14 @@ def _min_length(validator: Any, limit: int, instance: Any, schema: Mapping[str, 
     if validator.is_type(instance, "string"):
         size, unit = _length(instance, schema)
         if size < limit:
-            yield SchemaViolation(f"must be at least {limit} {unit} long, got {size}: {shown(instance)}")
+            yield _violation(f"must be at least {limit} {unit} long, got {size}: {shown(instance)}")
 
 
 def _max_length(validator: Any, limit: int, instance: Any, schema: Mapping[str, Any]) -> Iterator[SchemaViolation]:
     if validator.is_type(instance, "string"):
         size, unit = _length(instance, schema)
         if size > limit:
-            yield SchemaViolation(f"must be at most {limit} {unit} long, got {size:,}: {shown(instance)}")
+            yield _violation(f"must be at most {limit} {unit} long, got {size:,}: {shown(instance)}")
 
 
 @functools.cache
@@ -311,7 +311,7 @@ def _format(validator: Any, name: str, instance: Any, schema: Mapping[str, Any])
     check = _format_checker(name)
     reason = check(instance) if check is not None else None
     if reason is not None:
-        yield SchemaViolation(f"must be a valid {name} ({excerpt(reason, 120)}), got {shown(instance)}")
+        yield _violation(f"must be a valid {name} ({excerpt(reason, 120)}), got {shown(instance)}")
 
 
 def _content_media_type(
@@ -322,7 +322,7 @@ def _content_media_type(
     try:
         decoded = json.loads(instance)
     except ValueError:
-        yield SchemaViolation(f"must be a JSON text, got {shown(instance)}")
+        yield _violation(f"must be a JSON text, got {shown(instance)}")
         return
     if isinstance(schema.get("contentSchema"), dict):
         yield from validator.descend(decoded, schema["contentSchema"])
@@ -348,30 +348,42 @@ def _is_number(checker: Any, instance: Any) -> bool:
     return isinstance(instance, float)
 
 
-_Base = jsonschema.Draft202012Validator
-_Validator: Any = jsonschema.validators.extend(
-    _Base,
-    validators={
-        "pattern": _pattern,
-        "patternProperties": _pattern_properties,
-        "minLength": _min_length,
-        "maxLength": _max_length,
-        "format": _format,
-        "contentMediaType": _content_media_type,
-    },
-    type_checker=_Base.TYPE_CHECKER.redefine_many({"integer": _is_integer, "number": _is_number}),
-)
+def _violation(message: str) -> SchemaViolation:
+    from jsonschema import ValidationError  # jsonschema loads at the first validation, not at import
+
+    return ValidationError(message)
+
+
+@functools.cache
+def _validator_class() -> Any:
+    import jsonschema
+
+    base = jsonschema.Draft202012Validator
+    return jsonschema.validators.extend(
+        base,
+        validators={
+            "pattern": _pattern,
+            "patternProperties": _pattern_properties,
+            "minLength": _min_length,
+            "maxLength": _max_length,
+            "format": _format,
+            "contentMediaType": _content_media_type,
+        },
+        type_checker=base.TYPE_CHECKER.redefine_many({"integer": _is_integer, "number": _is_number}),
+    )
 
 
 @functools.lru_cache(maxsize=128)
 def _validator_for(schema_json: str) -> Any:
+    import jsonschema
+
     schema = json.loads(schema_json)
     # The meta-schema's own `format: regex` would judge patterns by Python `re`: check it without formats.
     meta = jsonschema.Draft202012Validator(jsonschema.Draft202012Validator.META_SCHEMA)
     error = jsonschema.exceptions.best_match(meta.iter_errors(schema))
     if error is not None:
         raise jsonschema.exceptions.SchemaError.create_from(error)
-    return _Validator(schema)
+    return _validator_class()(schema)
 
 
 # -- problems and messages ------------------------------------------------------------------------
@@ -387,6 +399,9 @@ class Problem:
 
 def first_problem(schema: Mapping[str, Any], data: Any, root: str = "input") -> Problem | None:
     """What is wrong with JSON value `data` under `schema` (the most relevant error), or None."""
+    import jsonschema
+    import referencing.exceptions
+
     try:
         validator = _validator_for(json.dumps(schema, sort_keys=True))
         error = jsonschema.exceptions.best_match(validator.iter_errors(data))
@@ -429,7 +444,7 @@ def _problem(error: SchemaViolation, root: str) -> Problem:
 
 def _json_type(instance: Any) -> str:
     for name in ("null", "boolean", "integer", "number", "string", "array", "object"):
-        if _Validator.TYPE_CHECKER.is_type(instance, name):
+        if _validator_class().TYPE_CHECKER.is_type(instance, name):
             return name
     return type(instance).__name__
 
