@@ -478,6 +478,103 @@ async def run_slmflow(args: argparse.Namespace, server: ModelServer, logs: Path)
     }
 
 
+# -- the same job hand-built on the same stack (benchmarks/fleet_project/stack_baseline.py) -----------
+
+
+class StackFleet(Fleet):
+    """The hand-built stack's jobs and tools workers (plain `celery -A stack_baseline worker`)."""
+
+    def __init__(self, args: argparse.Namespace, base_url: str, logs: Path) -> None:
+        super().__init__(args, base_url, logs)
+        self.env.update({"STACK_REDIS_URL": args.stack_redis_url, "STACK_CHECKPOINT_URL": args.checkpoint_url,
+                         "STACK_MODEL_URL": base_url, "PYTHONPATH": str(PROJECT)})  # fmt: skip
+
+    def start(self, name: str, queues: str, *options: str) -> None:
+        log = (self.logs / f"{name}.log").open("wb")
+        self.processes[name] = subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "stack_baseline", "worker", "-Q", queues, "--loglevel",
+             self.args.loglevel, "--without-gossip", "--without-mingle", *options],
+            cwd=PROJECT, env=self.env, start_new_session=True, stdout=log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        log.close()
+
+
+async def run_stack(args: argparse.Namespace, server: ModelServer, logs: Path) -> dict[str, Any]:
+    """N jobs through the hand-built stack: records created and tasks sent as fast as they go."""
+    import redis.asyncio as aioredis
+    from celery import Celery
+
+    sync_redis = redis.Redis.from_url(args.stack_redis_url)
+    sync_redis.flushdb()
+    sync_redis.close()
+    fleet = StackFleet(args, server.base_url, logs)
+    fleet.start("stack_tools_worker", "stack.tools", "-P", "prefork", "-c", "2")
+    fleet.start("stack_jobs_worker", "stack.jobs", "-P", "threads", "-c", str(args.worker_concurrency))
+    publisher = Celery("stack", broker=args.stack_redis_url)
+    publisher.conf.update(task_serializer="json", accept_content=["json"])
+    r = aioredis.Redis.from_url(args.stack_redis_url)
+
+    async def submit(ids: list[str]) -> None:
+        for job_id in ids:
+            text = text_of(int(job_id.split("-")[1]))
+            label, tool = bodies_for(text, "yes")
+            await r.hset(f"stack:job:{job_id}", mapping={"status": "queued", "created_at": time.time()})
+            await asyncio.to_thread(publisher.send_task, "stack.job", args=[job_id, label, tool], queue="stack.jobs")
+
+    async def wait_done(count: int, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while int(await r.get("stack:done") or 0) < count:
+            fleet.check_alive()
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the hand-built stack ended {int(await r.get('stack:done') or 0)} of {count} jobs")
+            await asyncio.sleep(0.2)
+
+    try:
+        warm = [f"warm-{i}" for i in range(args.warmup)]
+        await submit(warm)
+        await wait_done(len(warm), 180)
+        server.stats()
+        pids = {"model server": server.pid, **{n: p.pid for n, p in fleet.processes.items()}}
+        cpu_before, busy_before = cpu_seconds(pids), machine_busy()
+        t0 = time.time()
+        ids = [f"job-{i}" for i in range(args.jobs)]
+        await asyncio.gather(*(submit(ids[k :: args.submit_concurrency]) for k in range(args.submit_concurrency)))
+        await wait_done(len(warm) + len(ids), args.timeout)
+        waited_s = time.time() - t0
+        cpu_after, busy_after = cpu_seconds(pids), machine_busy()
+        records = [await r.hgetall(f"stack:job:{job_id}") for job_id in ids]
+        seen = server.stats()
+    finally:
+        await r.aclose()
+        fleet.stop()
+    rows = [{k.decode(): v.decode() for k, v in record.items()} for record in records]
+    statuses = Counter(row["status"] for row in rows)
+    expected = {"answer": "yes", "note": {"recorded": "x"}}
+    wrong = sum(1 for row in rows if row["status"] == "succeeded" and json.loads(row["output"]) != expected)
+    done = [row for row in rows if "finished_at" in row]
+    wall = max(float(row["finished_at"]) for row in done) - min(float(row["created_at"]) for row in rows)
+    cpu = cpu_delta(cpu_before, cpu_after)
+    return {
+        "jobs": len(rows),
+        "statuses": dict(statuses),
+        "wrong_outputs": wrong,
+        "model_requests": seen["requests"],
+        "wall_s": round(wall, 3),
+        "jobs_per_s": round(len(done) / wall, 1),
+        "latency_ms": summary_ms([float(row["finished_at"]) - float(row["created_at"]) for row in done]),
+        "in_flight": {
+            "max_exact": max_overlap(
+                [(float(row["started_at"]), float(row["finished_at"])) for row in done if "started_at" in row]
+            )
+        },  # fmt: skip
+        "cpu_s": cpu,
+        "cpu_ms_per_job": {k: round(v * 1000 / len(rows), 2) for k, v in cpu.items()},
+        "machine": busy(busy_before, busy_after, cpu),
+        "cpu_window_s": round(waited_s, 2),
+        "request_samples": seen["samples"],
+    }
+
+
 # -- the bare asyncio baseline ---------------------------------------------------------------------
 
 
@@ -633,6 +730,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--warmup", type=int, default=5, help="jobs run (and not counted) before measuring")
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/12", help="a Redis DB of its own (flushed)")
     parser.add_argument("--checkpoint-url", default="postgresql://postgres@127.0.0.1:5432/test")
+    parser.add_argument("--stack-redis-url", default="redis://127.0.0.1:6379/13",
+                        help="the hand-built stack's Redis DB of its own (flushed)")  # fmt: skip
+    parser.add_argument("--no-stack", action="store_true", help="skip the hand-built stack")
     parser.add_argument("--loglevel", default="WARNING", help="the workers' log level")
     parser.add_argument("--timeout", type=float, default=1800.0, help="give up waiting for the jobs after this")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "fleet_throughput.json")
@@ -660,6 +760,10 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         result["slmflow"] = await run_slmflow(args, server, logs)
         check_bodies(result["slmflow"]["request_samples"])
         result["load"]["after_slmflow"] = uptime()
+        if not args.no_stack:
+            print(f"hand-built stack: {args.jobs} jobs, same model, broker and checkpointer", flush=True)
+            result["stack"] = await run_stack(args, server, logs)
+            check_bodies(result["stack"].pop("request_samples"))
         result["bare"] = {}
         for kind in [k.strip() for k in args.bare_clients.split(",") if k.strip()]:
             print(f"bare asyncio via {kind}: {args.jobs} jobs, at most {args.concurrency} in flight", flush=True)
@@ -672,6 +776,9 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     result["ratios"] = {kind: round(slm / bare["jobs_per_s"], 3) for kind, bare in result["bare"].items()}
     result["ratio"] = next(iter(result["ratios"].values()), None)
     result["ratio_note"] = "slmflow jobs/s / bare jobs/s (first of --bare-clients)"
+    result["ratio_vs_bare"] = result["ratio"]
+    if "stack" in result:
+        result["ratio_vs_stack"] = round(slm / result["stack"]["jobs_per_s"], 3)
     return result
 
 
@@ -686,8 +793,13 @@ def report(result: dict[str, Any]) -> str:
         )
 
     lines = [line("slmflow", result["slmflow"])]
+    if "stack" in result:
+        lines.append(line("hand-built stack", result["stack"]))
     lines += [line(f"bare ({kind})", run) for kind, run in result["bare"].items()]
-    lines.append(f"ratio slmflow/bare: {result['ratios']}")
+    lines.append(f"ratio slmflow/bare: {result['ratios']}; slmflow/stack: {result.get('ratio_vs_stack')}")
+    for name in ("slmflow", "stack"):
+        if name in result:
+            lines.append(f"{name} CPU ms per job: {result[name]['cpu_ms_per_job']}")
     run, busy_ = result["slmflow"], result["slmflow"]["machine"]
     lines.append(f"slmflow CPU s: {run['cpu_s']} over {run['cpu_window_s']} s")
     lines.append(
