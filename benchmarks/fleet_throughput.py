@@ -533,6 +533,10 @@ async def run_stack(args: argparse.Namespace, server: ModelServer, logs: Path) -
         warm = [f"warm-{i}" for i in range(args.warmup)]
         await submit(warm)
         await wait_done(len(warm), 180)
+        for job_id in warm:
+            row = await r.hgetall(f"stack:job:{job_id}")
+            if row.get(b"status") != b"succeeded":
+                raise RuntimeError(f"hand-built warm-up job {job_id} did not succeed: {row}")
         server.stats()
         pids = {"model server": server.pid, **{n: p.pid for n, p in fleet.processes.items()}}
         cpu_before, busy_before = cpu_seconds(pids), machine_busy()
@@ -551,7 +555,7 @@ async def run_stack(args: argparse.Namespace, server: ModelServer, logs: Path) -
     statuses = Counter(row["status"] for row in rows)
     expected = {"answer": "yes", "note": {"recorded": "x"}}
     wrong = sum(1 for row in rows if row["status"] == "succeeded" and json.loads(row["output"]) != expected)
-    done = [row for row in rows if "finished_at" in row]
+    done = [row for row in rows if row["status"] == "succeeded"]
     wall = max(float(row["finished_at"]) for row in done) - min(float(row["created_at"]) for row in rows)
     cpu = cpu_delta(cpu_before, cpu_after)
     return {

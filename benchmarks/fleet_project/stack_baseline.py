@@ -103,7 +103,9 @@ class _Runtime:
                 raise ValueError(f"expected one call of record, got {calls}")
             arguments = json.loads(calls[0].function.arguments)  # type: ignore[union-attr]
             sent = await asyncio.to_thread(app.send_task, "stack.tool", args=[arguments["note"]], queue=TOOLS)
-            return {"note": await asyncio.to_thread(sent.get, timeout=60)}
+            # Waiting on a subtask from a task is what this design does (Celery warns against it by default).
+            result = await asyncio.to_thread(sent.get, timeout=60, disable_sync_subtasks=False)
+            return {"note": result}
 
         async def finish(state: State) -> dict[str, Any]:
             return {"output": {"answer": state["answer"], "note": state["note"]}}
