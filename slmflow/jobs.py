@@ -153,6 +153,10 @@ def _compiled(builder: StateGraph[Any, Any, Any, Any], checkpointer: BaseCheckpo
     return builder.compile(checkpointer=checkpointer)
 
 
+_REVIEW: TypeAdapter[Review] = TypeAdapter(Review)
+"""Reads a pause's payload as its kind of review (built once: an adapter compiles a schema)."""
+
+
 def _result(spec: GraphSpec, job_id: str, state: StateSnapshot, latency_s: float) -> JobResult:
     values: dict[str, Any] = dict(state.values)
     results = [SkillResult.model_validate(r) for r in values.get("skill_results", [])]
@@ -165,7 +169,7 @@ def _result(spec: GraphSpec, job_id: str, state: StateSnapshot, latency_s: float
         approval = Approval.model_validate(paused)
         status = JobStatus.AWAITING_APPROVAL
     elif paused:
-        review = unanswered(paused) if "result" in paused else TypeAdapter(Review).validate_python(paused)
+        review = unanswered(paused) if "result" in paused else _REVIEW.validate_python(paused)
         status = JobStatus.NEEDS_REVIEW
     else:
         status = JobStatus.SUCCEEDED

@@ -44,8 +44,8 @@ def worker(
         base = [sys.executable, "-m", "slmflow", "worker", "--queues", queues, "--loglevel", loglevel,
                 *(["--concurrency", str(concurrency)] if concurrency else []), *(["--pool", pool] if pool else []),
                 *(["--project", str(project)] if project else [])]  # fmt: skip
-        name = (hostname or "celery@%h").split("@", 1)
-        commands = [[*base, "--hostname", f"{name[0]}{i}@{name[1] if len(name) > 1 else '%h'}"] for i in range(count)]
+        node, _, host = (hostname or "celery@%h").partition("@")
+        commands = [[*base, "--hostname", f"{node}{i}@{host or '%h'}"] for i in range(count)]
         raise typer.Exit(run_processes(commands))
     settings = load_settings(**({"project": project} if project else {}))
     jobs = JOBS_QUEUE in queues.split(",")

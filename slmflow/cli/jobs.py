@@ -12,7 +12,7 @@ from rich.markup import escape
 from rich.table import Column, Table
 
 from slmflow.answers import Tier
-from slmflow.cli.output import console, err_console, exit_code, print_json, print_outcome
+from slmflow.cli.output import console, err_console, exit_code, print_json, print_outcome, status_text
 from slmflow.cli.run import run_embedded
 from slmflow.client import Client, Job
 from slmflow.embedded import read_input
@@ -28,8 +28,6 @@ JobId = Annotated[str, typer.Argument(help="Job id, as `slmflow submit` printed 
 JsonOutput = Annotated[bool, typer.Option("--json", help="Print JSON on stdout and nothing else.")]
 Timeout = Annotated[float | None, typer.Option(help="Give up waiting after this many seconds.")]
 
-_COLOURS = {"succeeded": "green", "queued": "cyan", "running": "cyan", "needs_review": "yellow",
-            "awaiting_approval": "yellow"}  # fmt: skip
 _CANCELLED = {
     "cancelled": "cancelled (it was still queued)",
     "cancelling": "cancelling (its worker stops it)",
@@ -64,7 +62,7 @@ def status(job_id: JobId, json_output: JsonOutput = False) -> None:
     if json_output:
         print_json({"job_id": job_id, "status": state.value})
     else:
-        console.print(f"job {job_id}: {_status_text(state)}")
+        console.print(f"job {job_id}: {status_text(state)}")
 
 
 def result(job_id: JobId, timeout: Timeout = None, json_output: JsonOutput = False) -> None:
@@ -111,7 +109,7 @@ def list_jobs(
     for record in records:
         created = f"{record.created_at:%m-%d %H:%M:%S}"
         counts = f"slm {record.usage.calls(Tier.SLM)}, llm {record.usage.calls(Tier.LLM)}"
-        table.add_row(record.job_id, record.graph, _status_text(record.status), created, _took(record), counts)
+        table.add_row(record.job_id, record.graph, status_text(record.status), created, _took(record), counts)
     console.print(table)
 
 
@@ -187,10 +185,6 @@ def _print_record(record: JobRecord, json_output: bool) -> None:
         print_json(record.model_dump(mode="json"))
         return
     print_outcome(record)
-
-
-def _status_text(state: JobStatus) -> str:
-    return f"[bold {_COLOURS.get(state.value, 'red')}]{state.value}[/]"
 
 
 def _took(record: JobRecord) -> str:

@@ -13,7 +13,10 @@ from slmflow.events import Event, StepFinished
 from slmflow.outcomes import AskedReview, JobResult, JobStatus, OutcomeUnknownReview, Review
 from slmflow.results import Escalation
 
-__all__ = ["EXIT_CODES", "console", "err_console", "exit_code", "print_json", "print_outcome", "render_event"]
+__all__ = [
+    "EXIT_CODES", "STATUS_COLOURS", "console", "err_console", "exit_code", "print_json", "print_outcome",
+    "render_event", "status_text",
+]  # fmt: skip
 
 
 def print_json(data: Any) -> None:
@@ -43,6 +46,16 @@ def render_event(event: Event) -> str | None:
     return None
 
 
+STATUS_COLOURS = {"succeeded": "green", "queued": "cyan", "running": "cyan", "needs_review": "yellow",
+                  "awaiting_approval": "yellow"}  # fmt: skip
+"""How a status is coloured (anything else, failed or cancelled, is red)."""
+
+
+def status_text(status: JobStatus) -> str:
+    """A status in its colour, for rich."""
+    return f"[bold {STATUS_COLOURS.get(status.value, 'red')}]{status.value}[/]"
+
+
 EXIT_CODES = {JobStatus.SUCCEEDED: 0, JobStatus.AWAITING_APPROVAL: 3}
 """Exit codes of a job's outcome: 0 succeeded, 3 awaiting_approval, 1 anything else (2 is a user error)."""
 
@@ -55,9 +68,7 @@ def exit_code(status: JobStatus) -> int:
 def print_outcome(result: JobResult) -> None:
     """A job's outcome for people: status, output, why it waits or failed, calls and cost."""
     job_id, status = result.job_id, result.status
-    colour = {"succeeded": "green", "needs_review": "yellow", "awaiting_approval": "yellow", "running": "cyan",
-              "queued": "cyan"}.get(status, "red")  # fmt: skip
-    console.print(f"job {job_id} ({result.graph}): [bold {colour}]{status.value}[/]")
+    console.print(f"job {job_id} ({result.graph}): {status_text(status)}")
     if result.output:
         console.print_json(data=result.output)
     if result.review is not None:
