@@ -13,8 +13,8 @@ shares a GIL with it. The jobs worker gets `--concurrency` slots, the same bound
 1. slmflow: after a few warm-up jobs, `AsyncClient.submit` N jobs as fast as it goes, then wait for
    them all (a Lua script counts the ended jobs inside Redis every 0.2 s, instead of N `result()`
    pollers: the driver shares 2 cores with the fleet). Latency = finished_at - created_at of each job record;
-   jobs/s = N / (last finished - first created). Jobs in flight: `ZCARD slmflow:running` (the
-   leases held) sampled every 0.2 s, and exactly, as the most overlapping [started_at, finished_at].
+   jobs/s = N / (last finished - first created). Jobs in flight: the leases held among the
+   active jobs, sampled every 0.2 s, and exactly, as the most overlapping [started_at, finished_at].
 2. bare: N "jobs" on one asyncio loop, each the same 2 sequential chat-completion POSTs (bodies
    built by slmflow's own `render_messages` and `constraint`, checked equal to those the workers
    sent), at most `--concurrency` at once (an `asyncio.Semaphore`), through each `--bare-clients`:
@@ -56,6 +56,7 @@ sys.path.insert(1, str(PROJECT))
 import redis  # noqa: E402
 
 from slmflow import AsyncClient  # noqa: E402
+from slmflow.fleet import keys  # noqa: E402
 from slmflow.fleet.queues import JOBS_QUEUE, TOOLS_QUEUE  # noqa: E402
 from slmflow.outcomes import JobRecord  # noqa: E402
 from slmflow.prompts import render_messages  # noqa: E402
@@ -373,17 +374,45 @@ async def wait_ended(r: Any, ids: list[str], fleet: Fleet, timeout: float, every
         await asyncio.sleep(every)
 
 
+# Leases held among the active jobs: jobs running on a worker right now (one script, inside Redis).
+_RUNNING = """
+local held = 0
+for _, id in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
+  held = held + redis.call('EXISTS', ARGV[1] .. id)
+end
+return held
+"""
+
+
 async def sample_in_flight(r: Any, samples: list[dict[str, Any]], t0: float, every: float = 0.2) -> None:
     """Every `every` s: leases held (jobs running on a worker) and the queues' lengths."""
     while True:
         async with r.pipeline(transaction=False) as pipe:
-            pipe.zcard("slmflow:running")
+            pipe.eval(_RUNNING, 1, keys.ACTIVE, keys.lease(""))
             pipe.llen(JOBS_QUEUE)
             pipe.llen(TOOLS_QUEUE)
             running, queued_jobs, queued_tools = await pipe.execute()
         samples.append({"t": round(time.time() - t0, 2), "running": running, "jobs_queue": queued_jobs,
                         "tools_queue": queued_tools})  # fmt: skip
         await asyncio.sleep(every)
+
+
+def start_py_spy(out: Path, pid: int) -> subprocess.Popen[bytes]:
+    """py-spy sampling the GIL holder of `pid` at 200 Hz until stopped (then it writes `out`)."""
+    py_spy = Path(sys.executable).with_name("py-spy")
+    command = [str(py_spy), "record", "--pid", str(pid), "--gil", "--rate", "200", "--format", "raw",
+               "--output", str(out), "--nonblocking", "--full-filenames"]  # fmt: skip
+    return subprocess.Popen(command, start_new_session=True, stdout=subprocess.DEVNULL)
+
+
+def stop_py_spy(process: subprocess.Popen[bytes]) -> None:
+    """Ask py-spy to stop and write its profile (SIGINT), then wait for it."""
+    os.killpg(process.pid, signal.SIGINT)
+    try:
+        process.wait(60)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
 
 
 async def fetch_records(client: AsyncClient, ids: list[str]) -> list[JobRecord]:
@@ -416,6 +445,7 @@ async def run_slmflow(args: argparse.Namespace, server: ModelServer, logs: Path)
             cpu_before, net_before, busy_before = cpu_seconds(pids), listen_overflows(), machine_busy()
 
             samples: list[dict[str, Any]] = []
+            profiler = start_py_spy(args.py_spy, fleet.processes["jobs_worker"].pid) if args.py_spy else None
             t0 = time.time()
             sampler = asyncio.create_task(sample_in_flight(client.store.redis, samples, t0))
             texts = [text_of(i) for i in range(args.jobs)]
@@ -425,6 +455,8 @@ async def run_slmflow(args: argparse.Namespace, server: ModelServer, logs: Path)
             await wait_ended(client.store.redis, ids, fleet, args.timeout)
             waited_s = time.time() - t0
             sampler.cancel()
+            if profiler is not None:
+                stop_py_spy(profiler)
             cpu_after, net_after, busy_after = cpu_seconds(pids), listen_overflows(), machine_busy()
             records = await fetch_records(client, ids)
             seen = server.stats()
@@ -465,7 +497,7 @@ async def run_slmflow(args: argparse.Namespace, server: ModelServer, logs: Path)
             "mean_sampled_while_backlogged": round(statistics.fmean(steady), 1) if steady else None,
             "max_exact": max_overlap(intervals),
             "worker_slots": args.worker_concurrency,
-            "how": "sampled: ZCARD slmflow:running (leases held) every 0.2 s; exact: most overlapping "
+            "how": "sampled: leases held among the active jobs, every 0.2 s; exact: most overlapping "
             "[started_at, finished_at] of the records",
         },
         "cpu_s": cpu_delta(cpu_before, cpu_after),
@@ -740,6 +772,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--loglevel", default="WARNING", help="the workers' log level")
     parser.add_argument("--timeout", type=float, default=1800.0, help="give up waiting for the jobs after this")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "fleet_throughput.json")
+    parser.add_argument("--py-spy", type=Path, default=None, metavar="FILE",
+                        help="profile the jobs worker with py-spy (--gil, raw collapsed stacks) while measuring")
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--backlog", type=int, default=1024, help="the model server's listen backlog")
     args = parser.parse_args()

@@ -1,7 +1,7 @@
 """Checkpoints a worker may write only while it holds the job's lease.
 
-On Postgres the fence is in the database: each write runs in one transaction with a fencing
-check on a `slmflow_fences` row (the highest lease token seen for the thread), so a worker whose
+On Postgres the fence is in the database: each write is one pipeline whose first statement is a
+fencing check on a `slmflow_fences` row (the highest lease token seen for the thread), so a worker whose
 lease was taken over can never write, however late its write arrives; a new run claims the row
 before its first step. Elsewhere (SQLite, memory: single-host use) the lease is checked in Redis
 before each write.
@@ -68,8 +68,11 @@ class FencedPostgresSaver(AsyncPostgresSaver):
     """LangGraph's Postgres saver whose writes carry the running job's fencing token.
 
     It overrides the saver's `_cursor` (every write goes through it with `pipeline=True`), so the
-    fence and the write share one transaction, sent as one pipeline; pinned below 4 in pyproject
-    for that reason. On a pool each operation has its own connection, so the saver's process-wide
+    fence and the write go as one pipeline, fence first; pinned below 4 in pyproject for that
+    reason. What runs between two Syncs of the extended query protocol is one implicit
+    transaction, and after an error the server skips every message up to the Sync: a failed fence
+    writes nothing, and a write that fails half-way is rolled back whole. An explicit
+    `conn.transaction()` would add BEGIN, COMMIT and a Sync of its own at each end, for nothing. On a pool each operation has its own connection, so the saver's process-wide
     lock (there for a single shared connection) is not taken: it serialized every job's checkpoints.
     """
 
@@ -102,7 +105,7 @@ class FencedPostgresSaver(AsyncPostgresSaver):
                     yield cur
                 return
             try:
-                async with conn.pipeline(), conn.transaction(), conn.cursor(binary=True, row_factory=dict_row) as cur:
+                async with conn.pipeline(), conn.cursor(binary=True, row_factory=dict_row) as cur:
                     if lease is not None:
                         await cur.execute("SELECT slmflow_fence(%s, %s)", lease)
                     yield cur

@@ -57,7 +57,10 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_acks_late": True,
         "task_reject_on_worker_lost": True,
         "worker_prefetch_multiplier": 1,
-        "task_ignore_result": True,  # outcomes live in the job store, not Celery's backend
+        # Outcomes live in the job store, not Celery's backend; each message says so too (below),
+        # and the one backend object is shared by the threads pool's threads (not built per thread).
+        "task_ignore_result": True,
+        "result_backend_thread_safe": True,
         # HTTP timeout < job deadline (in code) < soft < hard limit < visibility timeout (checked
         # in Settings): else a live task is delivered a second time.
         "task_soft_time_limit": job_hard_limit - 30,
@@ -93,12 +96,13 @@ def tool_queue(settings: Settings, tool: str) -> str:
 
 def publish_job(app: Celery, job_id: str, *, resumed: bool = False, **options: Any) -> None:
     """Publish `run_job` for a recorded job: the one way a job reaches a jobs queue."""
-    app.send_task(RUN_JOB, args=[job_id], kwargs=options, queue=RESUME_QUEUE if resumed else JOBS_QUEUE)
+    app.send_task(RUN_JOB, args=[job_id], kwargs=options, queue=RESUME_QUEUE if resumed else JOBS_QUEUE,
+                  ignore_result=True)  # fmt: skip
 
 
 def publish_tool(app: Celery, queue: str, key: str, timeout_s: float, trace: dict[str, str] | None) -> None:
     """Publish `run_tool` for a recorded call; the message carries only its key (and trace context)."""
     app.send_task(
         RUN_TOOL, kwargs={"key": key, "trace_context": trace}, queue=queue,
-        time_limit=timeout_s + TOOL_GRACE_S, soft_time_limit=timeout_s + 1,
+        time_limit=timeout_s + TOOL_GRACE_S, soft_time_limit=timeout_s + 1, ignore_result=True,
     )  # fmt: skip

@@ -38,7 +38,36 @@ async def test_a_late_writer_is_refused_once_a_newer_run_claimed_the_thread() ->
             await saver.claim(thread, 1)  # nor can it claim the thread back
         stored = [c async for c in saver.alist(config(thread))]
         assert [c.metadata.get("step") for c in stored] == [0]  # the late write left no trace
+        async with saver.conn.connection() as conn:  # type: ignore[union-attr]
+            rows = await conn.execute("SELECT count(*) AS n FROM checkpoint_writes WHERE thread_id = %s", (thread,))
+            assert (await rows.fetchone())["n"] == 0  # type: ignore[index]
         current_lease.set((thread, 2))
         await saver.aput(config(thread), empty_checkpoint(), {"step": 1}, {})
         assert len([c async for c in saver.alist(config(thread))]) == 2
         current_lease.set(None)
+
+
+async def test_a_write_that_fails_half_way_leaves_nothing() -> None:
+    """The fence and the statements after it are one implicit transaction (one pipeline, one Sync)."""
+    thread = f"fence-{uuid.uuid4().hex}"
+    table = f"fence_probe_{uuid.uuid4().hex[:12]}"
+    async with open_fenced_postgres(PG_URL, 2) as saver:
+        async with saver.conn.connection() as conn:  # type: ignore[union-attr]
+            await conn.execute(f"CREATE TABLE {table} (n INT PRIMARY KEY)")
+        try:
+            current_lease.set((thread, 1))
+            await saver.claim(thread, 1)
+            with pytest.raises(Exception, match="duplicate key"):
+                async with saver._cursor(pipeline=True) as cur:
+                    await cur.execute(f"INSERT INTO {table} VALUES (1)")
+                    await cur.execute(f"INSERT INTO {table} VALUES (2)")
+                    await cur.execute(f"INSERT INTO {table} VALUES (1)")  # fails: the first two go too
+            async with saver._cursor(pipeline=True) as cur:
+                await cur.execute(f"INSERT INTO {table} VALUES (3)")
+            async with saver.conn.connection() as conn:  # type: ignore[union-attr]
+                rows = await conn.execute(f"SELECT n FROM {table} ORDER BY n")
+                assert [r["n"] for r in await rows.fetchall()] == [3]  # type: ignore[index]
+        finally:
+            current_lease.set(None)
+            async with saver.conn.connection() as conn:  # type: ignore[union-attr]
+                await conn.execute(f"DROP TABLE {table}")

@@ -181,7 +181,9 @@ def test_a_host_runs_several_worker_processes_and_drains_them_all(fleet: Fleet) 
     assert not any(Path(f"/proc/{pid}").exists() for pid in workers)
 
 
-def test_job_from_a_process_without_project_code_runs_on_the_fleet(fleet: Fleet, tmp_path: Path) -> None:
+def test_job_from_a_process_without_project_code_runs_on_the_fleet(
+    fleet: Fleet, tmp_path: Path, redis_client: redis.Redis
+) -> None:
     fleet.start_jobs_worker()
     tools_worker = fleet.processes[0]
     script = textwrap.dedent(f"""
@@ -207,6 +209,8 @@ def test_job_from_a_process_without_project_code_runs_on_the_fleet(fleet: Fleet,
     for event in tool_events:  # ran in a process of the tools worker (a prefork child of it)
         pid = int(event["data"]["worker"].rsplit(":", 1)[1])
         assert tools_worker.pid in (pid, ppid(pid))
+    # Outcomes live in the job store: neither task left a result in Celery's backend.
+    assert list(redis_client.scan_iter("celery-task-meta-*")) == []
 
 
 def test_sigkilled_jobs_worker_job_resumes_from_its_checkpoint_once(fleet: Fleet) -> None:
