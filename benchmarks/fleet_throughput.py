@@ -772,8 +772,13 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--loglevel", default="WARNING", help="the workers' log level")
     parser.add_argument("--timeout", type=float, default=1800.0, help="give up waiting for the jobs after this")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "fleet_throughput.json")
-    parser.add_argument("--py-spy", type=Path, default=None, metavar="FILE",
-                        help="profile the jobs worker with py-spy (--gil, raw collapsed stacks) while measuring")
+    parser.add_argument(
+        "--py-spy",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="profile the jobs worker with py-spy (--gil, raw collapsed stacks) while measuring",
+    )
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--backlog", type=int, default=1024, help="the model server's listen backlog")
     args = parser.parse_args()

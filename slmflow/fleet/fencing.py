@@ -72,7 +72,9 @@ class FencedPostgresSaver(AsyncPostgresSaver):
     reason. What runs between two Syncs of the extended query protocol is one implicit
     transaction, and after an error the server skips every message up to the Sync: a failed fence
     writes nothing, and a write that fails half-way is rolled back whole. An explicit
-    `conn.transaction()` would add BEGIN, COMMIT and a Sync of its own at each end, for nothing. On a pool each operation has its own connection, so the saver's process-wide
+    `conn.transaction()` would add BEGIN, COMMIT and a Sync of its own at each end, for nothing.
+
+    On a pool each operation has its own connection, so the saver's process-wide
     lock (there for a single shared connection) is not taken: it serialized every job's checkpoints.
     """
 
