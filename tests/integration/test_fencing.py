@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from typing import Any
 
+import psycopg
 import pytest
 from langgraph.checkpoint.base import empty_checkpoint
 
@@ -71,3 +73,24 @@ async def test_a_write_that_fails_half_way_leaves_nothing() -> None:
             current_lease.set(None)
             async with saver.conn.connection() as conn:  # type: ignore[union-attr]
                 await conn.execute(f"DROP TABLE {table}")
+
+
+async def test_a_pooled_connection_that_died_while_idle_is_replaced_before_use() -> None:
+    """Connections back in the pool for a while are checked at checkout (a database restart is survived)."""
+    thread = f"fence-{uuid.uuid4().hex}"
+    async with open_fenced_postgres(PG_URL, 2) as saver:
+        pool = saver.conn
+        async with pool.connection() as one, pool.connection() as two:  # type: ignore[union-attr]
+            pids = {one.info.backend_pid, two.info.backend_pid}
+        async with await psycopg.AsyncConnection.connect(PG_URL, autocommit=True) as admin:
+            for pid in pids:
+                await admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+        await asyncio.sleep(2.2)  # idle past the check's threshold
+        current_lease.set((thread, 1))
+        try:
+            await saver.claim(thread, 1)
+            await saver.aput(config(thread), empty_checkpoint(), {"step": 0}, {})
+        finally:
+            current_lease.set(None)
+        async with pool.connection() as conn:  # type: ignore[union-attr]
+            assert conn.info.backend_pid not in pids
