@@ -551,7 +551,8 @@ async def run_stack(args: argparse.Namespace, server: ModelServer, logs: Path) -
             text = text_of(int(job_id.split("-")[1]))
             label, tool = bodies_for(text, "yes")
             await r.hset(f"stack:job:{job_id}", mapping={"status": "queued", "created_at": time.time()})
-            await asyncio.to_thread(publisher.send_task, "stack.job", args=[job_id, label, tool], queue="stack.jobs")
+            await asyncio.to_thread(publisher.send_task, "stack.job", args=[job_id, label, tool], queue="stack.jobs",
+                                    ignore_result=True)  # fmt: skip
 
     async def wait_done(count: int, timeout: float) -> None:
         deadline = time.monotonic() + timeout

@@ -136,7 +136,7 @@ _runtime: _Runtime | None = None
 _lock = threading.Lock()
 
 
-@app.task(name="stack.job")
+@app.task(name="stack.job", ignore_result=True)  # the record in Redis says how it ended
 def job(job_id: str, label_body: dict[str, Any], tool_body: dict[str, Any]) -> None:
     """Run one job on this process's event loop; the task's thread waits for it."""
     global _runtime

@@ -155,7 +155,7 @@ async def open_fenced_postgres(url: str, pool_size: int) -> AsyncIterator[Fenced
         check=idle.check, reset=idle.returned, reconnect_timeout=60, timeout=15,
     )  # fmt: skip
     async with pool:
-        saver = FencedPostgresSaver(pool)  # type: ignore[arg-type]
+        saver = FencedPostgresSaver(pool)
         await setup_postgres(saver, pool, _FENCES, _FENCE_FUNCTION)
         yield saver
 
