@@ -428,7 +428,8 @@ async def run_slmflow(args: argparse.Namespace, server: ModelServer, logs: Path)
     sync_redis.close()
     fleet = Fleet(args, server.base_url, logs)
     fleet.start("tools_worker", TOOLS_QUEUE)
-    fleet.start("jobs_worker", JOBS_QUEUE, "--concurrency", str(args.worker_concurrency))
+    processes = ("--processes", str(args.jobs_processes)) if args.jobs_processes != 1 else ()
+    fleet.start("jobs_worker", JOBS_QUEUE, "--concurrency", str(args.worker_concurrency), *processes)
     try:
         async with AsyncClient(redis_url=args.redis_url) as client:
             await wait_for_graph(client, fleet)
@@ -773,13 +774,10 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--loglevel", default="WARNING", help="the workers' log level")
     parser.add_argument("--timeout", type=float, default=1800.0, help="give up waiting for the jobs after this")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "fleet_throughput.json")
-    parser.add_argument(
-        "--py-spy",
-        type=Path,
-        default=None,
-        metavar="FILE",
-        help="profile the jobs worker with py-spy (--gil, raw collapsed stacks) while measuring",
-    )
+    parser.add_argument("--py-spy", type=Path, default=None, metavar="FILE",
+                        help="profile the jobs worker with py-spy (--gil, raw collapsed stacks) while measuring")  # fmt: skip
+    parser.add_argument("--jobs-processes", type=int, default=1,
+                        help="jobs-worker processes (slmflow worker --processes; 0: one per core), each with the slots")  # fmt: skip
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--backlog", type=int, default=1024, help="the model server's listen backlog")
     args = parser.parse_args()
