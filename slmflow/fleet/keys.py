@@ -18,6 +18,8 @@ All keys live under `slmflow:` and expire after `SLMFLOW_JOB_TTL_S` unless said 
 | `memo:{id}` | hash | skill results a step must not recompute when it re-runs (a paused step) |
 | `catalog:{graph}` | string | a graph a live worker serves, refreshed while the worker lives |
 | `reconciler` | string | the elected reconciler's id, expiring unless renewed |
+| `workers` | zset | live jobs workers by name, scored by when their entry expires (ms) |
+| `worker:{name}` | hash | a jobs worker's `slots`, `running`, `host`, `pid`; expires unless its heartbeat renews it |
 
 Celery's own keys (the queue lists named after the queues, kombu's `unacked` hash) live in the
 same database; the reconciler reads them and never writes them.
@@ -32,6 +34,7 @@ __all__ = [
     "RECONCILER",
     "UNACKED",
     "UNACKED_INDEX",
+    "WORKERS",
     "call",
     "call_done",
     "cancel",
@@ -44,12 +47,14 @@ __all__ = [
     "lease",
     "memo",
     "stalls",
+    "worker",
 ]
 
 P = "slmflow:"
 JOBS = f"{P}jobs"
 ACTIVE = f"{P}active"
 RECONCILER = f"{P}reconciler"
+WORKERS = f"{P}workers"
 UNACKED = "unacked"
 """kombu's Redis transport: delivered, not yet acknowledged messages (delivery tag → message)."""
 UNACKED_INDEX = "unacked_index"
@@ -109,6 +114,11 @@ def memo(job_id: str) -> str:
 def catalog(graph: str) -> str:
     """A served graph's catalog entry."""
     return f"{P}catalog:{graph}"
+
+
+def worker(name: str) -> str:
+    """A live jobs worker's entry."""
+    return f"{P}worker:{name}"
 
 
 def catalog_pattern() -> str:

@@ -9,6 +9,7 @@ __all__ = [
     "ACQUIRE",
     "CANCEL",
     "CLAIM_CALL",
+    "DEMAND",
     "CREATE",
     "ELECT",
     "EXPIRE_CALL",
@@ -23,6 +24,7 @@ __all__ = [
     "RENEW_CALL",
     "REQUEUE",
     "RESOLVE_CALL",
+    "WORKER_BEAT",
 ]
 
 # KEYS: idem, job, jobs, active. ARGV: id, data, ttl, created, fingerprint, check_after_ms, keyed.
@@ -255,4 +257,43 @@ else
   redis.call('HSET', KEYS[2], 'state', 'done', 'outcome', ARGV[3], 'finished_by', 'review')
 end
 return 'ok'
+"""
+
+# The fleet's demand, exactly, in one script: of the active jobs (queued or running), those whose
+# lease is held (running) and the rest (queued: waiting in a list, reserved by a worker, or given
+# back); the oldest one's creation time; the least time left on a held lease; the live jobs
+# workers' slots (expired entries dropped first).
+# KEYS: active, jobs, workers. ARGV: lease key prefix, worker key prefix, now (ms).
+DEMAND = """
+local running, queued, oldest, least_ttl = 0, 0, false, false
+for _, id in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
+  local ttl = redis.call('PTTL', ARGV[1] .. id)
+  if ttl >= 0 then
+    running = running + 1
+    if not least_ttl or ttl < least_ttl then least_ttl = ttl end
+  else
+    queued = queued + 1
+  end
+  local created = redis.call('ZSCORE', KEYS[2], id)
+  if created and (not oldest or tonumber(created) < oldest) then oldest = tonumber(created) end
+end
+redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', ARGV[3])
+local slots, workers = 0, 0
+for _, name in ipairs(redis.call('ZRANGE', KEYS[3], 0, -1)) do
+  local s = redis.call('HGET', ARGV[2] .. name, 'slots')
+  if s then
+    slots = slots + tonumber(s)
+    workers = workers + 1
+  end
+end
+return {queued, running, oldest and tostring(oldest) or '', least_ttl or -1, slots, workers}
+"""
+
+# A jobs worker's heartbeat entry. KEYS: workers, worker:{name}. ARGV: name, expires at (ms),
+# ttl (ms), slots, running, host, pid.
+WORKER_BEAT = """
+redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
+redis.call('HSET', KEYS[2], 'slots', ARGV[4], 'running', ARGV[5], 'host', ARGV[6], 'pid', ARGV[7])
+redis.call('PEXPIRE', KEYS[2], ARGV[3])
+return 1
 """

@@ -16,7 +16,7 @@ import os
 import socket
 import threading
 import time
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -95,6 +95,10 @@ class JobsRuntime:
         self.settings: Settings = app.conf.slmflow_settings
         self.worker = f"{socket.gethostname()}:{os.getpid()}"
         self.draining = False
+        self.slots = 0
+        """The worker's slots (set when it is ready), published with its heartbeat for the autoscaler."""
+        self.observers: list[Callable[[Event], None]] = []
+        """Called with every event a job of this process emits (the worker's metrics count them)."""
         self._held: dict[str, _Held] = {}
         self.loop = asyncio.new_event_loop()
         threading.Thread(target=self.loop.run_forever, name="slmflow-jobs-loop", daemon=True).start()
@@ -281,6 +285,8 @@ class JobsRuntime:
             if isinstance(event.data, JobStarted):
                 event = event.model_copy(update={"data": event.data.model_copy(update={"worker": self.worker})})
             await self.store.append_event(record.job_id, event, token)
+            for observe in self.observers:
+                observe(event)
 
         return await run_job(
             spec,
@@ -318,7 +324,13 @@ class JobsRuntime:
         while True:
             time.sleep(every)
             self.loop.call_soon_threadsafe(self._answer)
-            if not self._held or time.monotonic() - self._pong > LOOP_STALL_S:
+            wedged = time.monotonic() - self._pong > LOOP_STALL_S
+            if self.slots and not wedged and not self.draining:
+                try:  # the autoscaler counts the slots of live workers only
+                    beat.announce(self.worker, self.slots, len(self._held), max(3 * every, 5.0))
+                except Exception as exc:
+                    log.warning("worker announce failed: %s", exc)
+            if not self._held or wedged:
                 continue
             try:
                 held = dict(self._held)
@@ -331,6 +343,10 @@ class JobsRuntime:
 
     def _answer(self) -> None:
         self._pong = time.monotonic()
+
+    def answered_at(self) -> float:
+        """When the event loop last answered the heartbeat thread (monotonic seconds)."""
+        return self._pong
 
     @staticmethod
     def _stop(held: _Held, reason: str) -> None:

@@ -74,6 +74,14 @@ class Heartbeat:
     def __init__(self, url: str) -> None:
         self.redis = redis.Redis.from_url(url, decode_responses=True, socket_connect_timeout=2, socket_timeout=5)
         self._renew = self.redis.register_script(lua.RENEW)
+        self._worker = self.redis.register_script(lua.WORKER_BEAT)
+
+    def announce(self, name: str, slots: int, running: int, ttl_s: float) -> None:
+        """Say this jobs worker is alive with `slots` (the autoscaler's denominator), for `ttl_s`."""
+        host, _, pid = name.rpartition(":")
+        ttl = int(ttl_s * 1000)
+        self._worker(keys=[keys.WORKERS, keys.worker(name)], args=[name, int(time.time() * 1000) + ttl, ttl, slots,
+                                                                     running, host, pid])  # fmt: skip
 
     def beat(self, leases: dict[str, int], ttl_s: float) -> dict[str, str]:
         """Renew many leases in one round trip; returns `cancelled` or `lease_lost` for jobs to stop."""

@@ -9,11 +9,14 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
 import textwrap
 import time
+import urllib.error
+import urllib.request
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -79,22 +82,23 @@ class Fleet:
             "SLMFLOW_SLM_BASE_URL": server.base_url,
             "SLMFLOW_SLM_MODEL": "slm",
             "SLMFLOW_LEASE_TTL_S": "4",
+            "SLMFLOW_HEALTH_PORT": "0",  # a test that probes a worker gives it a port of its own
             "SHOP_DB": str(shop_db),
         }
         self.processes: list[subprocess.Popen[bytes]] = []
         self.client = Client(redis_url=REDIS_URL)
 
-    def start_worker(self, queues: str, stdout: Path | None = None) -> subprocess.Popen[bytes]:
+    def start_worker(self, queues: str, stdout: Path | None = None, *options: str) -> subprocess.Popen[bytes]:
         with (stdout or Path(os.devnull)).open("wb") as out:  # the child keeps its own copy of the fd
             process = subprocess.Popen(
-                [sys.executable, "-m", "slmflow", "worker", "--queues", queues, "--loglevel", "WARNING"],
+                [sys.executable, "-m", "slmflow", "worker", "--queues", queues, "--loglevel", "WARNING", *options],
                 cwd=ROOT, env=self.env, start_new_session=True, stdout=out, stderr=subprocess.DEVNULL,
             )  # fmt: skip
         self.processes.append(process)
         return process
 
-    def start_jobs_worker(self, stdout: Path | None = None) -> subprocess.Popen[bytes]:
-        process = self.start_worker("slmflow.jobs", stdout)
+    def start_jobs_worker(self, stdout: Path | None = None, *options: str) -> subprocess.Popen[bytes]:
+        process = self.start_worker("slmflow.jobs", stdout, *options)
         deadline = time.monotonic() + 60
         while not {"support_triage", "order_change"} <= {g.name for g in self.client.graphs()}:
             assert time.monotonic() < deadline, "the jobs worker did not publish its graphs"
@@ -486,3 +490,90 @@ def test_every_ending_emits_job_finished(fleet: Fleet, redis_client: redis.Redis
         fleet.client.get("deadletter").result(timeout=20)
     kinds = [e.kind for e in fleet.client.get("deadletter").events(follow=False)]
     assert kinds == ["job_finished"]
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def get(url: str) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as reply:
+            return reply.status, reply.read()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read()
+
+
+def wait_for(check: Any, what: str, timeout: float = 30.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            value = check()
+        except (OSError, urllib.error.URLError):
+            value = None
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_demand_counts_reserved_and_running_jobs_the_queue_list_does_not(
+    fleet: Fleet, redis_client: redis.Redis, tmp_path: Path
+) -> None:
+    """The autoscaler's metric is exact: five running jobs read 5 while Celery's list reads 0, then 0."""
+    fleet.model.delays["classify_intent"] = 4.0
+    health, exporter_port = free_port(), free_port()
+    fleet.start_jobs_worker(None, "--concurrency", "8", "--health-port", str(health))
+    with (tmp_path / "metrics.err").open("wb") as err:
+        exporter = subprocess.Popen(
+            [sys.executable, "-m", "slmflow", "metrics", "--port", str(exporter_port)], cwd=ROOT, env=fleet.env,
+            start_new_session=True, stdout=subprocess.DEVNULL, stderr=err,
+        )  # fmt: skip
+    fleet.processes.append(exporter)
+    worker = f"http://127.0.0.1:{health}"
+    assert wait_for(lambda: get(f"{worker}/readyz")[0] == 200, "the jobs worker's readiness")
+    assert get(f"{worker}/livez")[0] == 200
+
+    def demand() -> dict[str, Any]:
+        status, body = get(f"http://127.0.0.1:{exporter_port}/metrics.json")
+        assert status == 200, body
+        return dict(json.loads(body))
+
+    assert wait_for(lambda: demand()["workers"]["slots"] == 8, "the jobs worker's slots") is True
+    jobs = [fleet.client.submit("support_triage", T01) for _ in range(5)]
+    running = wait_for(lambda: (d := demand())["jobs"]["running"] == 5 and d, "five jobs running")
+    assert running["jobs"] == {**running["jobs"], "queued": 0, "active": 5}
+    assert running["queues"]["slmflow.jobs"] == 0 == redis_client.llen("slmflow.jobs")  # what a list scaler sees
+    assert running["demand"] == round(5 / 8, 3) and running["workers"]["jobs"] == 1
+    assert running["jobs"]["oldest_age_s"] > 0
+    text = get(f"http://127.0.0.1:{exporter_port}/metrics")[1].decode()
+    assert "slmflow_jobs_active 5.0" in text and "slmflow_jobs_slots 8.0" in text
+    worker_text = get(f"{worker}/metrics")[1].decode()
+    assert 'slmflow_worker_running_jobs{kind="jobs"} 5.0' in worker_text
+    assert 'slmflow_worker_slots{kind="jobs"} 8.0' in worker_text
+    for job in jobs:
+        assert job.result(timeout=60).status == JobStatus.SUCCEEDED
+    ended = wait_for(lambda: (d := demand())["jobs"]["active"] == 0 and d, "the demand back to 0")
+    assert ended["jobs"]["running"] == 0 and ended["demand"] == 0.0
+    worker_text = get(f"{worker}/metrics")[1].decode()
+    assert 'slmflow_skill_calls_total{skill="classify_intent",status="ok",tier="slm"} 5.0' in worker_text
+    assert 'slmflow_worker_running_jobs{kind="jobs"} 0.0' in worker_text
+
+
+def test_a_worker_with_a_taken_health_port_runs_on_and_says_why(fleet: Fleet, tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("0.0.0.0", 0))
+        port = taken.getsockname()[1]
+        taken.listen()
+        log = tmp_path / "jobs.out"
+        with log.open("wb") as out:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "slmflow", "worker", "--health-port", str(port)], cwd=ROOT, env=fleet.env,
+                start_new_session=True, stdout=out, stderr=subprocess.STDOUT,
+            )  # fmt: skip
+        fleet.processes.append(process)
+        wait_for(lambda: "support_triage" in {g.name for g in fleet.client.graphs()}, "the graphs", 60)
+        assert fleet.client.submit("support_triage", T01).result(timeout=60).status == JobStatus.SUCCEEDED
+    assert f"no health endpoint: port {port}" in log.read_text()
