@@ -73,6 +73,10 @@ class ScriptedServer:
     requests: list[dict[str, Any]] = field(default_factory=list)
     loaded: dict[str, str] = field(default_factory=dict)
     """Adapters loaded at runtime (`POST /v1/load_lora_adapter`): name to path; served, never scripted."""
+    port: int = 0
+    """The loopback port to listen on (0: a free one)."""
+    keep_requests: bool = True
+    """Keep every request body in `requests` (off for a server that runs for hours)."""
     _served: dict[str, int] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _httpd: ThreadingHTTPServer | None = None
@@ -91,10 +95,21 @@ class ScriptedServer:
         self.stop()
 
     def start(self) -> None:
-        """Listen on a free loopback port in a background thread."""
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
+        """Listen on loopback (`port`, or a free one) in a background thread."""
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", self.port), _handler(self))
         self._httpd.daemon_threads = True
         threading.Thread(target=self._httpd.serve_forever, daemon=True).start()
+
+    def serve_forever(self) -> None:
+        """Listen on loopback (`port`, or a free one) in this thread until interrupted."""
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", self.port), _handler(self))
+        self._httpd.daemon_threads = True
+        try:
+            self._httpd.serve_forever()
+        except KeyboardInterrupt:
+            pass
+        finally:
+            self._httpd.server_close()
 
     def stop(self) -> None:
         """Stop listening."""
@@ -124,7 +139,8 @@ class ScriptedServer:
         model = str(body.get("model"))
         model = self.aliases.get(model, model)
         with self._lock:
-            self.requests.append(body)
+            if self.keep_requests:
+                self.requests.append(body)
             script = self.scripts.get(model)
             if script is None:
                 return Reply(status=404, text=f"The model `{model}` does not exist.")
@@ -209,6 +225,8 @@ def _handler(server: ScriptedServer) -> type[BaseHTTPRequestHandler]:
             if self.path.rstrip("/").endswith("/models"):
                 data = [{"id": m, "object": "model"} for m in [*server.scripts, *server.aliases, *server.loaded]]
                 self._send(200, {"object": "list", "data": data})
+            elif self.path.rstrip("/") == "/health":  # vLLM's liveness endpoint
+                self._send(200, {})
             else:
                 self._send(404, {"error": {"message": "not found"}})
 

@@ -45,8 +45,10 @@ def test_a_new_project_lists_runs_tests_and_deploys_its_graph(tmp_path: Path) ->
 
     rendered = run(["kubectl", "kustomize", "deploy/kubernetes/overlays/production"], project, env, timeout=60)
     assert rendered.returncode == 0, rendered.stderr
-    assert "image: registry.example.com/shop/feedback:latest" in rendered.stdout
+    assert "image: registry.example.com/shop/feedback:0.1.0" in rendered.stdout
     assert "namespace: shop-feedback" in rendered.stdout
+    # KEDA reads the exporter across namespaces: the url follows the project's namespace.
+    assert "url: http://slmflow-metrics.shop-feedback.svc:9100/metrics.json" in rendered.stdout
 
 
 def test_init_refuses_a_directory_in_use_and_a_bad_name(tmp_path: Path) -> None:
