@@ -27,6 +27,7 @@ import time
 import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 PHOENIX = (
@@ -45,6 +46,23 @@ async def _run_jobs(count: int, model_url: str) -> dict[str, float]:
     from slmflow.telemetry import setup_tracing
     from tests.conftest import project_hooks
 
+    split = os.environ.get("BENCH_SPLIT")
+    if split:  # where the cost is: spans alone, then the batch processor, then OTLP encoding
+        from opentelemetry import trace
+        from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+
+        class _Exporter(SpanExporter):
+            def export(self, spans: Any) -> SpanExportResult:
+                if split == "batch-encode":
+                    encode_spans(spans).SerializePartialToString()
+                return SpanExportResult.SUCCESS
+
+        provider = TracerProvider()
+        if split != "spans":
+            provider.add_span_processor(BatchSpanProcessor(_Exporter()))
+        trace.set_tracer_provider(provider)
     setup_tracing("slmflow-bench")
     ticket = json.loads((ROOT / "examples" / "support_triage" / "t01_refund_request.json").read_text())
     slm = ModelClient(Endpoint(Tier.SLM, model_url, "slm", dialect="vllm", timeout=5.0, max_retries=1,
@@ -138,6 +156,11 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=200)
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--backend", choices=("null", "phoenix"), default="null")
+    parser.add_argument(
+        "--split",
+        action="store_true",
+        help="also: spans with no processor, a batch processor exporting nowhere, and encoding too",
+    )
     parser.add_argument("--child", type=int)
     parser.add_argument("--serve-model", action="store_true")
     parser.add_argument("--serve-null", action="store_true")
@@ -158,10 +181,13 @@ def main() -> None:
     on_env = {**base, "OTEL_TRACES_EXPORTER": "otlp", "OTEL_EXPORTER_OTLP_ENDPOINT": sink_url}
     off: list[dict[str, float]] = []
     on: list[dict[str, float]] = []
+    splits: dict[str, list[dict[str, float]]] = {}
     try:
         for _ in range(args.repeats):  # alternate, so that drift of a shared machine hits both
             off.append(_mode(args.jobs, base))
             on.append(_mode(args.jobs, on_env))
+            for split in ("spans", "batch-null", "batch-encode") if args.split else ():
+                splits.setdefault(split, []).append(_mode(args.jobs, {**base, "BENCH_SPLIT": split}))
     finally:
         for process in (model, sink):
             if process.stdin is not None:
@@ -185,6 +211,16 @@ def main() -> None:
         "ratio_on_over_off": round(best_on / best_off, 3), "cpu_ratio_on_over_off": round(cpu_on / cpu_off, 3),
         "goal_ratio": 1.05,
     }  # fmt: skip
+    if splits:
+        report["split_note"] = (
+            "CPU ms per job, medians: spans = SDK tracer provider with no processor; batch-null = "
+            "BatchSpanProcessor exporting nowhere; batch-encode = also OTLP protobuf encoding"
+        )
+        report["split_cpu_ms_per_job"] = {
+            "off": report["off_cpu_ms_per_job"],
+            **{k: round(statistics.median(r["cpu_s"] for r in v) / args.jobs * 1000, 3) for k, v in splits.items()},
+            "otlp_null_sink": report["on_cpu_ms_per_job"],
+        }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=1) + "\n")
     print(json.dumps(report, indent=1))
