@@ -560,6 +560,8 @@ def test_demand_counts_reserved_and_running_jobs_the_queue_list_does_not(
     worker_text = get(f"{worker}/metrics")[1].decode()
     assert 'slmflow_skill_calls_total{skill="classify_intent",status="ok",tier="slm"} 5.0' in worker_text
     assert 'slmflow_worker_running_jobs{kind="jobs"} 0.0' in worker_text
+    # Seconds later, still live: the heartbeat ticks (a silent one turns /livez 503 after 3 s).
+    assert json.loads(get(f"{worker}/livez")[1]) == {"live": True, "reason": "ok"}
 
 
 def test_a_worker_with_a_taken_health_port_runs_on_and_says_why(fleet: Fleet, tmp_path: Path) -> None:
