@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Annotated, Any
+from http.server import ThreadingHTTPServer
+from typing import Annotated
 
 import redis
 import typer
@@ -14,6 +14,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from slmflow.cli.output import console, print_json
 from slmflow.errors import StoreUnavailable
 from slmflow.fleet.demand import DemandReader
+from slmflow.fleet.health import ProbeHandler
 from slmflow.redaction import mask_url
 from slmflow.settings import load_settings
 
@@ -63,36 +64,26 @@ def metrics(
 def _server(reader: DemandReader, host: str, port: int) -> ThreadingHTTPServer:
     lock = threading.Lock()  # one Redis script at a time, however many scrapers
 
-    class Handler(BaseHTTPRequestHandler):
+    class Handler(ProbeHandler):
         def do_GET(self) -> None:  # noqa: N802 - http.server's name
             if self.path == "/livez":
-                self._send(200, b'{"live": true}')
+                self.send(200, b'{"live": true}')
                 return
             if self.path not in ("/metrics", "/metrics.json", "/readyz"):
-                self._send(404, b'{"error": "not found: /metrics, /metrics.json, /livez, /readyz"}')
+                self.send(404, b'{"error": "not found: /metrics, /metrics.json, /livez, /readyz"}')
                 return
             try:
                 with lock:
                     demand = reader.read()
             except redis.RedisError as exc:
-                self._send(503, json.dumps({"error": f"job store: {exc}"}).encode())
+                self.send(503, json.dumps({"error": f"job store: {exc}"}).encode())
                 return
             if self.path == "/metrics":
-                self._send(200, reader.prometheus(demand), CONTENT_TYPE_LATEST)
+                self.send(200, reader.prometheus(demand), CONTENT_TYPE_LATEST)
             elif self.path == "/metrics.json":
-                self._send(200, demand.model_dump_json().encode())
+                self.send(200, demand.model_dump_json().encode())
             else:
-                self._send(200, b'{"ready": true}')
-
-        def _send(self, status: int, body: bytes, content_type: str = "application/json") -> None:
-            self.send_response(status)
-            self.send_header("Content-Type", content_type)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *_: Any) -> None:  # scraped every few seconds: not worth a line each
-            pass
+                self.send(200, b'{"ready": true}')
 
     server = ThreadingHTTPServer((host, port), Handler)
     server.daemon_threads = True

@@ -62,7 +62,7 @@ _health: list[WorkerHealth] = []
 """This worker process's health, once it is ready (one per process)."""
 
 
-def _start_jobs_runtime(sender: Any, **_: Any) -> None:
+def _on_worker_ready(sender: Any, **_: Any) -> None:
     """At worker start: a jobs worker also consumes the resume queue, and opens its runtime now;
     every worker serves its health endpoint."""
     app = sender.app
@@ -102,5 +102,5 @@ def _drain_jobs(**_: Any) -> None:
         runtime.drain()
 
 
-worker_ready.connect(_start_jobs_runtime, weak=False)
+worker_ready.connect(_on_worker_ready, weak=False)
 worker_shutting_down.connect(_drain_jobs, weak=False)

@@ -27,7 +27,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from slmflow.events import Event, StepFinished
 from slmflow.results import Escalation
 
-__all__ = ["HEARTBEAT_S", "WorkerHealth", "serve"]
+__all__ = ["HEARTBEAT_S", "ProbeHandler", "WorkerHealth", "serve"]
 
 log = logging.getLogger("slmflow.worker")
 HEARTBEAT_S = 1.0
@@ -103,32 +103,38 @@ class WorkerHealth:
         return generate_latest(self.registry)
 
 
+class ProbeHandler(BaseHTTPRequestHandler):
+    """A handler for probe and metrics endpoints: one `send`, and no log line per request (they come
+    every few seconds)."""
+
+    def send(self, status: int, body: bytes, content_type: str = "application/json") -> None:
+        """Answer with `body`."""
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *_: Any) -> None:
+        pass
+
+
 def serve(health: WorkerHealth, port: int, host: str = "0.0.0.0") -> ThreadingHTTPServer:  # noqa: S104 - a pod's probe port
     """Serve `health` on `host:port` from a daemon thread."""
 
-    class Handler(BaseHTTPRequestHandler):
+    class Handler(ProbeHandler):
         def do_GET(self) -> None:  # noqa: N802 - http.server's name
             if self.path == "/livez":
                 ok, why = health.live()
-                self._send(200 if ok else 503, json.dumps({"live": ok, "reason": why}).encode())
+                self.send(200 if ok else 503, json.dumps({"live": ok, "reason": why}).encode())
             elif self.path == "/readyz":
                 ready = health.ready and not health.draining
                 why = "draining" if health.draining else "ok" if ready else "starting"
-                self._send(200 if ready else 503, json.dumps({"ready": ready, "reason": why}).encode())
+                self.send(200 if ready else 503, json.dumps({"ready": ready, "reason": why}).encode())
             elif self.path == "/metrics":
-                self._send(200, health.metrics(), CONTENT_TYPE_LATEST)
+                self.send(200, health.metrics(), CONTENT_TYPE_LATEST)
             else:
-                self._send(404, b'{"error": "not found: /livez, /readyz, /metrics"}')
-
-        def _send(self, status: int, body: bytes, content_type: str = "application/json") -> None:
-            self.send_response(status)
-            self.send_header("Content-Type", content_type)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *_: Any) -> None:  # probes every few seconds: not worth a log line each
-            pass
+                self.send(404, b'{"error": "not found: /livez, /readyz, /metrics"}')
 
     server = ThreadingHTTPServer((host, port), Handler)
     server.daemon_threads = True
